@@ -1,0 +1,528 @@
+"""The HTTP front door: an ASGI application that serves scripts.
+
+It runs on any ASGI server that runs Trio (``stack`` uses Hypercorn's trio
+worker). Made with :func:`create_app`, it opens its own engine in the ASGI
+lifespan; :class:`StackApp` takes an engine you already opened.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from . import hook as hooklib
+from .control import Event, Head
+from .engine import Call, Engine, EngineConfig, Invocation, open_engine
+from .errors import BodyTooLarge, NotFound, RequestError, StackError
+from .process import Outcome, signal_name
+from .services import ServiceOptions, Services
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+SOFTWARE = "stack/0.1"
+HOLD = 0.02
+HOLD_BYTES = 64 * 1024
+access_log = logging.getLogger("stack.access")
+script_log = logging.getLogger("stack.script")
+log = logging.getLogger("stack")
+
+_STATUS_OF_REASON = {"timeout": 504}
+
+
+def new_request_id() -> str:
+    """A short random request id."""
+    return secrets.token_hex(8)
+
+
+class _Body:
+    """Reads the ASGI request body once; watches for the client going away."""
+
+    def __init__(self, receive: Receive, limit: int | None) -> None:
+        self.receive = receive
+        self.limit = limit
+        self.received = 0
+        self.done = False
+        self.disconnected = trio.Event()
+        self._finished = trio.Event()
+
+    async def chunk(self) -> bytes:
+        """The next body bytes; b"" at the end.
+
+        Raises:
+            BodyTooLarge: past the body limit.
+        """
+        while not self.done:
+            message = await self.receive()
+            if message["type"] == "http.disconnect":
+                self.done = True
+                self.disconnected.set()
+                self._finished.set()
+                return b""
+            data: bytes = message.get("body", b"")
+            if not message.get("more_body", False):
+                self.done = True
+            self.received += len(data)
+            if self.limit is not None and self.received > self.limit:
+                self.done = True
+                raise BodyTooLarge(
+                    f"the request body is over the limit of {self.limit} bytes", limit=self.limit
+                )
+            if data:
+                return data
+        return b""
+
+    async def read_all(self) -> bytes:
+        parts = []
+        while data := await self.chunk():
+            parts.append(data)
+        return b"".join(parts)
+
+    async def watch_disconnect(self, scope: trio.CancelScope) -> None:
+        """Once the body is read, wait for ``http.disconnect``; then cancel the call."""
+        await self._finished.wait()
+        while not self.disconnected.is_set():
+            message = await self.receive()
+            if message["type"] == "http.disconnect":
+                self.disconnected.set()
+        scope.cancel()
+
+    def mark_done(self) -> None:
+        """The body has been read to its end (or the client left)."""
+        self._finished.set()
+
+
+class _HttpIO:
+    """The core's CallIO for one HTTP request."""
+
+    def __init__(self, send: Send, body: _Body, request_id: str, stream: bool,
+                 nursery: trio.Nursery) -> None:  # fmt: skip
+        self._send = send
+        self._body = body
+        self._request_id = request_id
+        self._stream = stream
+        self._nursery = nursery
+        self._lock = trio.Lock()
+        self.head: Head | None = None
+        self.started = False
+        self.ended = False
+        self.body_done = False
+        self._buffer: list[bytes] = []
+        self._buffered = 0
+        self.stdin_error: StackError | None = None
+
+    async def receive_stdin(self) -> bytes:
+        if not self._stream:
+            return b""
+        try:
+            data = await self._body.chunk()
+        except BodyTooLarge as exc:
+            self.stdin_error = exc
+            raise
+        if not data:
+            self._body.mark_done()
+        return data
+
+    async def send_head(self, head: Head) -> None:
+        self.head = head
+        self._nursery.start_soon(self._flush_later)
+
+    async def send_body(self, data: bytes) -> None:
+        async with self._lock:
+            if self.started:
+                await self._send({"type": "http.response.body", "body": data, "more_body": True})
+                return
+            self._buffer.append(data)
+            self._buffered += len(data)
+            if self._buffered >= HOLD_BYTES:
+                await self._start(None)
+
+    async def end_body(self) -> None:
+        async with self._lock:
+            self.body_done = True
+            if self.started and not self.ended:
+                self.ended = True
+                await self._send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    def on_event(self, event: Event) -> None:
+        if event.kind in ("stderr", "log"):
+            script_log.info("[%s] %s", self._request_id, event.text)
+        elif event.kind == "invalid":
+            script_log.warning("[%s] control: %s", self._request_id, event.text)
+
+    async def _flush_later(self) -> None:
+        # Short calls end within the hold: their head then carries the usage.
+        await trio.sleep(HOLD)
+        async with self._lock:
+            if not self.started:
+                await self._start(None)
+                if self.body_done and not self.ended:
+                    self.ended = True
+                    await self._send(
+                        {"type": "http.response.body", "body": b"", "more_body": False}
+                    )
+
+    async def _start(self, outcome: Outcome | None) -> None:
+        assert self.head is not None
+        headers = _head_headers(self.head, self._request_id, outcome)
+        self.started = True
+        await self._send(
+            {"type": "http.response.start", "status": self.head.status, "headers": headers}
+        )
+        body, self._buffer, self._buffered = b"".join(self._buffer), [], 0
+        if body:
+            await self._send({"type": "http.response.body", "body": body, "more_body": True})
+
+    async def finish(self, outcome: Outcome) -> None:
+        """The call is over: send what is still held, with the usage."""
+        async with self._lock:
+            if not self.started:
+                await self._start(outcome)
+            if not self.ended:
+                self.ended = True
+                await self._send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+def _head_headers(head: Head, request_id: str, outcome: Outcome | None) -> list[tuple[bytes, bytes]]:
+    headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in head.headers]
+    names = {k.lower() for k, _ in head.headers}
+    if "content-type" not in names:
+        headers.append((b"content-type", b"text/plain; charset=utf-8"))
+    headers.append((b"x-request-id", request_id.encode()))
+    if outcome is not None:
+        headers.append((b"x-stack-usage", outcome.usage.header().encode()))
+    return headers
+
+
+async def send_json(send: Send, status: int, body: Any, request_id: str,
+                    extra: list[tuple[bytes, bytes]] | None = None) -> None:  # fmt: skip
+    """Send a complete JSON response."""
+    data = json.dumps(body, indent=None).encode() + b"\n"
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(data)).encode()),
+        (b"x-request-id", request_id.encode()),
+        *(extra or []),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": data, "more_body": False})
+
+
+async def send_error(send: Send, exc: StackError, request_id: str) -> None:
+    """Send a :class:`StackError` as its JSON response."""
+    extra = []
+    retry = exc.details.get("retry_after")
+    if retry is not None:
+        extra.append((b"retry-after", str(retry).encode()))
+    body = exc.to_json()
+    body["request_id"] = request_id
+    await send_json(send, exc.status, body, request_id, extra)
+
+
+def outcome_error(outcome: Outcome, request_id: str, debug: bool) -> tuple[int, dict[str, Any]]:
+    """The status and JSON body for a call that failed before its body started."""
+    status = _STATUS_OF_REASON.get(outcome.reason, 500)
+    body: dict[str, Any] = {
+        "error": outcome.reason,
+        "message": outcome.message,
+        "exit_code": outcome.exit_code,
+        "signal": signal_name(outcome.signal) if outcome.signal else None,
+        "usage": outcome.usage.to_json(),
+        "request_id": request_id,
+    }
+    if debug:
+        body["stderr"] = outcome.stderr.decode("utf-8", "replace")
+    return status, body
+
+
+class StackApp:
+    """The ASGI application serving :class:`Services` on an open :class:`Engine`.
+
+    Args:
+        engine: an open engine.
+        services: what to serve.
+        debug: put the script's stderr into error responses.
+    """
+
+    def __init__(self, engine: Engine, services: Services, *, debug: bool = False) -> None:
+        self.engine = engine
+        self.services = services
+        self.debug = debug
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await _lifespan_noop(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        await self.handle(scope, receive, send)
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve one HTTP request."""
+        request_id = _incoming_id(scope) or new_request_id()
+        started = time.monotonic()
+        status_box: list[int] = [0]
+
+        async def counting_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status_box[0] = message["status"]
+            await send(message)
+
+        outcome: Outcome | None = None
+        try:
+            outcome = await self._handle(scope, receive, counting_send, request_id)
+        except (StackError, BaseExceptionGroup) as exc:
+            error = stack_error(exc)
+            if error is None:
+                raise
+            if status_box[0] == 0:
+                await send_error(counting_send, error, request_id)
+        finally:
+            if access_log.isEnabledFor(logging.INFO):
+                _log_access(scope, status_box[0], request_id, started, outcome)
+
+    async def _handle(self, scope: Scope, receive: Receive, send: Send,
+                      request_id: str) -> Outcome | None:  # fmt: skip
+        path: str = scope.get("path", "/")
+        root = scope.get("root_path", "")
+        if root and path.startswith(root):
+            path = path[len(root) :] or "/"
+        if path == "/" and self.services.single is None:
+            await self._index(send, request_id)
+            return None
+        if self.services.options.watch:
+            await trio.to_thread.run_sync(self.services.route, path)
+        service, script_name, path_info = self.services.route(path)
+        if self.services.options.watch:
+            await trio.to_thread.run_sync(service.refresh)
+        self.engine.interpreter(service.language)  # fail early: InterpreterMissing
+        info = _request_info(scope, root + script_name, path_info)
+        limits = self.engine.config.limits
+        length = info.header("content-length")
+        if length is not None and length.isdigit() and limits.body is not None:
+            if int(length) > limits.body:
+                raise BodyTooLarge(
+                    f"the request body ({length} bytes) is over the limit of {limits.body} bytes",
+                    limit=limits.body,
+                )
+        body = _Body(receive, limits.body)
+        kind = hooklib.body_kind(info.header("content-type"))
+        params = hooklib.parse_query(info.query_string)
+        stdin = b""
+        if kind in ("json", "form"):
+            stdin = await body.read_all()
+            body.mark_done()
+            extra = (
+                hooklib.parse_json_params(stdin) if kind == "json" else hooklib.parse_query(stdin)
+            )
+            params.update(extra)
+        async with self.engine.open_call(limits) as call:
+            if kind == "multipart":
+                stdin = await self._uploads(call, body, info, params)
+            hook = hooklib.build_hook(info, params, request_id=request_id, env=service.env)
+            env = hooklib.cgi_environ(info, request_id=request_id, software=SOFTWARE)
+            env["SCRIPT_FILENAME"] = str(service.staged)
+            env.update(service.env)
+            invocation = Invocation(
+                language=service.language,
+                script=service.staged,
+                hook=hook,
+                env=env,
+                request_id=request_id,
+                cgi=service.cgi,
+                stdin=stdin,
+            )
+            return await self._run(call, invocation, body, kind == "raw", send, request_id)
+
+    async def _uploads(self, call: Call, body: _Body, info: hooklib.RequestInfo,
+                       params: dict[str, Any]) -> bytes:  # fmt: skip
+        directory, view = call.upload_dir()
+        boundary = hooklib.multipart_boundary(info.header("content-type") or "")
+        uploads = hooklib.Uploads(boundary, directory, view)
+        raw = []
+        try:
+            while data := await body.chunk():
+                raw.append(data)
+                await trio.to_thread.run_sync(uploads.feed, data)
+            params.update(await trio.to_thread.run_sync(uploads.finish))
+        finally:
+            uploads.close()
+        body.mark_done()
+        return b"".join(raw)
+
+    async def _run(self, call: Call, invocation: Invocation, body: _Body, stream: bool,
+                   send: Send, request_id: str) -> Outcome | None:  # fmt: skip
+        async with trio.open_nursery() as nursery:
+            io = _HttpIO(send, body, request_id, stream, nursery)
+            outcome: Outcome | None = None
+            with trio.CancelScope() as call_scope:
+                nursery.start_soon(body.watch_disconnect, call_scope)
+                outcome = await call.run(invocation, io)
+            if outcome is None:
+                # The client went away: the call was killed and reaped.
+                log.info("[%s] the client disconnected; the call was killed", request_id)
+                nursery.cancel_scope.cancel()
+                return None
+            if outcome.head_sent:
+                await io.finish(outcome)
+                if not outcome.ok:
+                    log.warning(
+                        "[%s] call failed after its body started: %s",
+                        request_id,
+                        outcome.message,
+                    )
+            elif outcome.ok:
+                io.head = outcome.head
+                await io.finish(outcome)
+            else:
+                status, payload = outcome_error(outcome, request_id, self.debug)
+                usage = (b"x-stack-usage", outcome.usage.header().encode())
+                await send_json(send, status, payload, request_id, [usage])
+            nursery.cancel_scope.cancel()
+        return outcome
+
+    async def _index(self, send: Send, request_id: str) -> None:
+        listing = [
+            {
+                "name": s.name,
+                "path": "/" + s.name,
+                "language": s.language.name,
+                "file": s.source.name,
+            }
+            for s in self.services
+        ]
+        await send_json(send, 200, {"services": listing}, request_id)
+
+
+def stack_error(exc: BaseException) -> StackError | None:
+    """The StackError behind ``exc``, looking through groups of one (nurseries wrap)."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc if isinstance(exc, StackError) else None
+
+
+def _incoming_id(scope: Scope) -> str | None:
+    for name, value in scope.get("headers", []):
+        if name == b"x-request-id":
+            text: str = value.decode("latin-1")
+            if 0 < len(text) <= 64 and all(c.isalnum() or c in "-_." for c in text):
+                return text
+    return None
+
+
+def _request_info(scope: Scope, script_name: str, path_info: str) -> hooklib.RequestInfo:
+    headers = tuple(
+        (name.decode("latin-1").lower(), value.decode("latin-1"))
+        for name, value in scope.get("headers", [])
+    )
+    server = scope.get("server") or ("localhost", 0)
+    client = scope.get("client") or ("", 0)
+    host = next((v for k, v in headers if k == "host"), None)
+    server_name = host.rsplit(":", 1)[0] if host else str(server[0])
+    root, path = scope.get("root_path", ""), scope.get("path", "/")
+    return hooklib.RequestInfo(
+        method=scope.get("method", "GET"),
+        path=path if path.startswith(root) else root + path,
+        query_string=scope.get("query_string", b""),
+        headers=headers,
+        remote_addr=str(client[0]),
+        server_name=server_name,
+        server_port=int(server[1] or 0),
+        http_version=scope.get("http_version", "1.1"),
+        script_name=script_name,
+        path_info=path_info,
+        scheme=scope.get("scheme", "http"),
+    )
+
+
+def _log_access(scope: Scope, status: int, request_id: str, started: float,
+                outcome: Outcome | None) -> None:  # fmt: skip
+    elapsed = time.monotonic() - started
+    if outcome is None:
+        access_log.info("%s %s %d %.1fms [%s]", scope.get("method"), scope.get("path"),
+                        status, elapsed * 1000, request_id)  # fmt: skip
+        return
+    usage = outcome.usage
+    access_log.info(
+        "%s %s %d %s wall=%.1fms cpu=%.1fms mem=%.1fMiB [%s]",
+        scope.get("method"),
+        scope.get("path"),
+        status,
+        outcome.reason,
+        usage.wall * 1000,
+        usage.cpu * 1000,
+        usage.memory / 1024 / 1024,
+        request_id,
+    )
+
+
+async def _lifespan_noop(receive: Receive, send: Send) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+@asynccontextmanager
+async def open_app(path: Path, config: EngineConfig | None = None,
+                   options: ServiceOptions | None = None, *,
+                   debug: bool = False) -> AsyncIterator[StackApp]:  # fmt: skip
+    """Open an engine and a :class:`StackApp` serving the script or folder at ``path``."""
+    async with open_engine(config) as engine:
+        services = Services.from_path(
+            path, engine.registry, engine.base / "scripts", options or ServiceOptions()
+        )
+        yield StackApp(engine, services, debug=debug)
+
+
+def create_app(path: str | Path, config: EngineConfig | None = None,
+               options: ServiceOptions | None = None, *, debug: bool = False) -> Any:  # fmt: skip
+    """An ASGI app serving ``path`` that opens its engine in the ASGI lifespan.
+
+    Host it under any ASGI server running Trio, for example
+    ``hypercorn --worker-class trio 'myapp:app'`` with
+    ``app = create_app("services/")``.
+    """
+    state: dict[str, StackApp] = {}
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await _lifespan(receive, send)
+            return
+        inner = state.get("app")
+        if inner is None:
+            await send_error(send, NotFound("stack is not started (no ASGI lifespan?)"), "-")
+            return
+        await inner(scope, receive, send)
+
+    async def _lifespan(receive: Receive, send: Send) -> None:
+        message = await receive()
+        assert message["type"] == "lifespan.startup"
+        try:
+            async with open_app(Path(path), config, options, debug=debug) as inner:
+                state["app"] = inner
+                await send({"type": "lifespan.startup.complete"})
+                message = await receive()
+                state.pop("app", None)
+        except StackError as exc:
+            await send({"type": "lifespan.startup.failed", "message": exc.message})
+            return
+        await send({"type": "lifespan.shutdown.complete"})
+
+    return app
+
+
+__all__ = ["RequestError", "StackApp", "create_app", "open_app", "send_error", "send_json"]

@@ -1,0 +1,254 @@
+"""Response control: fd 3 messages and CGI headers, turned into a response head.
+
+Sans-IO: bytes in, state and events out. See docs/ARCHITECTURE.md for the
+message table.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+MAX_LINE = 64 * 1024
+MAX_CGI_HEAD = 64 * 1024
+_HOP_BY_HOP = {
+    "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "te",
+    "trailer", "content-length",
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Head:
+    """The status line and headers of a response.
+
+    ``headers`` keeps each name as the script wrote it; lookups fold case.
+    """
+
+    status: int = 200
+    reason: str | None = None
+    headers: tuple[tuple[str, str], ...] = ()
+
+    def get(self, name: str) -> str | None:
+        """The first value of header ``name``, or None."""
+        lowered = name.lower()
+        for key, value in self.headers:
+            if key.lower() == lowered:
+                return value
+        return None
+
+
+@dataclass
+class HeadBuilder:
+    """Collects status and headers until the head is sent."""
+
+    status: int = 200
+    reason: str | None = None
+    _headers: dict[str, tuple[str, list[str]]] = field(default_factory=dict)
+
+    def set_header(self, name: str, value: Any) -> None:
+        values = [str(v) for v in value] if isinstance(value, list) else [str(value)]
+        if not _valid_header(name) or any(not _valid_value(v) for v in values):
+            raise ValueError(f"invalid header {name!r}")
+        if name.lower() in _HOP_BY_HOP:
+            raise ValueError(f"header {name!r} is managed by the server")
+        self._headers[name.lower()] = (name, values)
+
+    def add_header(self, name: str, value: str) -> None:
+        if name.lower() in self._headers:
+            self._headers[name.lower()][1].append(value)
+        else:
+            self.set_header(name, value)
+
+    def remove_header(self, name: str) -> None:
+        self._headers.pop(name.lower(), None)
+
+    def set_status(self, code: Any) -> None:
+        status = int(code)
+        if not 100 <= status <= 999 or status in (101,):
+            raise ValueError(f"invalid status code {code!r}")
+        self.status = status
+
+    def build(self) -> Head:
+        headers = tuple((name, v) for name, values in self._headers.values() for v in values)
+        return Head(self.status, self.reason, headers)
+
+
+def _valid_header(name: str) -> bool:
+    return bool(name) and all(33 <= ord(c) <= 126 and c not in '()<>@,;:\\"/[]?={}' for c in name)
+
+
+def _valid_value(value: str) -> bool:
+    return "\r" not in value and "\n" not in value and "\0" not in value
+
+
+@dataclass(frozen=True)
+class Event:
+    """Something a control message asks for beyond shaping the head.
+
+    ``kind`` is ``"log"`` (text in ``text``), ``"error"`` (the script failed the
+    call: ``text`` and ``code``), ``"end"`` (the body is complete), or
+    ``"invalid"`` (a message that was ignored; ``text`` says why).
+    """
+
+    kind: str
+    text: str = ""
+    code: str | None = None
+
+
+class Control:
+    """Parses fd 3 lines into a :class:`HeadBuilder` and events.
+
+    After :meth:`freeze` (the head was sent), head-changing messages are
+    reported as ``invalid`` events and do nothing.
+    """
+
+    def __init__(self) -> None:
+        self.head = HeadBuilder()
+        self.frozen = False
+        self.error: Event | None = None
+        self.ended = False
+        self._buffer = b""
+        self._skipping = False
+
+    def freeze(self) -> Head:
+        """Stop accepting head changes and return the head to send."""
+        self.frozen = True
+        return self.head.build()
+
+    def feed(self, data: bytes) -> list[Event]:
+        """Take bytes read from fd 3; return the events of every complete line."""
+        events: list[Event] = []
+        self._buffer += data
+        while True:
+            line, sep, rest = self._buffer.partition(b"\n")
+            if not sep:
+                if len(self._buffer) > MAX_LINE:
+                    self._buffer = b""
+                    self._skipping = True
+                    events.append(Event("invalid", f"control line over {MAX_LINE} bytes"))
+                break
+            self._buffer = rest
+            if self._skipping:
+                self._skipping = False
+                continue
+            if line.strip():
+                events.extend(self._message(line))
+        return events
+
+    def close(self) -> list[Event]:
+        """End of fd 3: a last line without a newline still counts."""
+        data, self._buffer = self._buffer, b""
+        if data.strip() and not self._skipping:
+            return self._message(data)
+        return []
+
+    def _message(self, line: bytes) -> list[Event]:
+        try:
+            message = json.loads(line)
+        except (ValueError, UnicodeDecodeError):
+            return [Event("invalid", f"control message is not JSON: {line[:80]!r}")]
+        if not isinstance(message, dict) or not isinstance(message.get("type"), str):
+            return [Event("invalid", "control message needs a string 'type'")]
+        kind = message["type"]
+        payload = message.get("payload")
+        if not isinstance(payload, dict):
+            payload = {}
+        try:
+            return self._apply(kind, payload)
+        except (ValueError, TypeError, KeyError) as exc:
+            return [Event("invalid", f"control message {kind!r}: {exc}")]
+
+    def _apply(self, kind: str, payload: dict[str, Any]) -> list[Event]:
+        if kind == "log":
+            entry = payload.get("entry", payload.get("value", ""))
+            text = entry if isinstance(entry, str) else json.dumps(entry)
+            return [Event("log", text)]
+        if kind == "end":
+            self.ended = True
+            return [Event("end")]
+        if kind == "error":
+            error = payload.get("error", "the script reported an error")
+            code = payload.get("code")
+            event = Event("error", error if isinstance(error, str) else json.dumps(error),
+                          None if code is None else str(code))  # fmt: skip
+            if self.error is None:
+                self.error = event
+            return [event]
+        if kind not in ("writeHead", "statusCode", "statusMessage", "setHeader", "removeHeader"):
+            return [Event("invalid", f"unknown control message type {kind!r}")]
+        if self.frozen:
+            return [Event("invalid", f"{kind} after the body started is ignored")]
+        if kind == "writeHead":
+            self.head.set_status(payload["code"])
+            if isinstance(payload.get("reason"), str):
+                self.head.reason = payload["reason"]
+            headers = payload.get("headers") or {}
+            if not isinstance(headers, dict):
+                raise TypeError("headers must be an object")
+            for name, value in headers.items():
+                self.head.set_header(str(name), value)
+        elif kind == "statusCode":
+            self.head.set_status(payload.get("value", payload.get("code")))
+        elif kind == "statusMessage":
+            self.head.reason = str(payload["value"])
+        elif kind == "setHeader":
+            self.head.set_header(str(payload["name"]), payload["value"])
+        else:
+            self.head.remove_header(str(payload["name"]))
+        return []
+
+
+class CGIHead:
+    """Reads ``Status:`` and headers from the top of stdout (CGI mode).
+
+    Feed stdout bytes until :attr:`done`; the bytes after the blank line are
+    returned as the start of the body.
+    """
+
+    def __init__(self, head: HeadBuilder) -> None:
+        self.head = head
+        self.done = False
+        self._buffer = b""
+
+    def feed(self, data: bytes) -> bytes:
+        """Take stdout bytes; once the header block ended, return the body bytes."""
+        self._buffer += data
+        for sep in (b"\r\n\r\n", b"\n\n"):
+            index = self._buffer.find(sep)
+            if index >= 0:
+                block, body = self._buffer[:index], self._buffer[index + len(sep) :]
+                self._parse(block)
+                self.done = True
+                self._buffer = b""
+                return body
+        if len(self._buffer) > MAX_CGI_HEAD:
+            raise ValueError(f"CGI header block over {MAX_CGI_HEAD} bytes without a blank line")
+        return b""
+
+    def finish(self) -> bytes:
+        """stdout ended: a header block with no blank line is taken as headers only."""
+        if self.done:
+            return b""
+        data, self._buffer = self._buffer, b""
+        self.done = True
+        self._parse(data.rstrip(b"\r\n"))
+        return b""
+
+    def _parse(self, block: bytes) -> None:
+        for raw in block.replace(b"\r\n", b"\n").split(b"\n"):
+            if not raw.strip():
+                continue
+            name, sep, value = raw.decode("latin-1").partition(":")
+            if not sep:
+                raise ValueError(f"bad CGI header line {raw[:80]!r}")
+            name, value = name.strip(), value.strip()
+            if name.lower() == "status":
+                code, _, reason = value.partition(" ")
+                self.head.set_status(code)
+                self.head.reason = reason or None
+            elif name.lower() == "location" and self.head.status == 200:
+                self.head.set_status(302)
+                self.head.set_header(name, value)
+            else:
+                self.head.add_header(name, value)

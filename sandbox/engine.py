@@ -1,0 +1,426 @@
+"""The core: runs one call in a fresh interpreter, under limits, and returns its Outcome.
+
+Front doors build an :class:`Invocation` and a :class:`~sandbox.process.CallIO`;
+the engine knows nothing of HTTP, brokers or schemas.
+
+    async with open_engine(EngineConfig()) as engine:
+        async with engine.open_call(language, limits) as call:
+            ...write uploads into call.workdir...
+            outcome = await call.run(invocation, io)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import trio
+
+from . import hook as hooklib
+from . import isolation, process
+from .errors import ConfigError, Overloaded, SpawnError
+from .languages import Language, Registry
+from .launcher import launcher_path
+from .limits import Limits
+from .process import CallIO, Outcome
+
+log = logging.getLogger("stack")
+
+DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Server-wide settings of the core.
+
+    Attributes:
+        isolate: ``none``, ``bwrap`` or ``auto`` (bwrap when it works, else none).
+        limits: the default limits of a call.
+        maxima: the highest limits a service or request may ask for.
+        max_running: calls running at once.
+        max_queue: calls waiting for a slot; past it, :class:`Overloaded`.
+        uid_base: first uid handed to calls when the server runs as root.
+        path: PATH of every call, also where interpreters are looked up.
+        lang: LANG of every call.
+        temp_dir: where call directories are made (default: the system's).
+        language_dirs: extra language registry folders.
+        network: whether calls may use the network under bwrap by default.
+    """
+
+    isolate: str = "auto"
+    limits: Limits = field(default_factory=Limits)
+    maxima: Limits = field(
+        default_factory=lambda: Limits(
+            timeout=300.0,
+            cpu=300.0,
+            memory=4 * 1024**3,
+            processes=1024,
+            file_size=1024**3,
+            open_files=4096,
+            output=1024**3,
+            body=1024**3,
+        )
+    )
+    max_running: int = 16
+    max_queue: int = 64
+    uid_base: int = 61000
+    path: str = DEFAULT_PATH
+    lang: str = "C.UTF-8"
+    temp_dir: Path | None = None
+    language_dirs: tuple[Path, ...] = ()
+    network: bool = False
+
+    def __post_init__(self) -> None:
+        if self.isolate not in isolation.MODES:
+            raise ConfigError(
+                f"unknown isolation {self.isolate!r}; use one of {', '.join(isolation.MODES)}"
+            )
+        if self.max_running < 1 or self.max_queue < 0:
+            raise ConfigError("max_running must be at least 1 and max_queue at least 0")
+        self.limits.within(self.maxima)
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """One call to run.
+
+    Attributes:
+        language: the language to run it with.
+        script: the script on the host (readable by the call's uid).
+        args: arguments after the script.
+        hook: the Hook JSON (params, req, env), or None for none.
+        env: more environment (CGI variables, the service's env).
+        request_id: the id logs and responses carry.
+        cgi: read status and headers from the top of stdout.
+        network: allow network access under bwrap.
+        stdin: bytes written to stdin before the front door's stream.
+    """
+
+    language: Language
+    script: Path
+    args: Sequence[str] = ()
+    hook: Mapping[str, Any] | None = None
+    env: Mapping[str, str] = field(default_factory=dict)
+    request_id: str = ""
+    cgi: bool = False
+    network: bool | None = None
+    stdin: bytes = b""
+
+
+@dataclass(frozen=True)
+class Statistics:
+    """A snapshot of the engine's load."""
+
+    running: int
+    queued: int
+    max_running: int
+    max_queue: int
+    calls: int
+    isolation: str
+
+
+class Engine:
+    """Runs calls. Make one with :func:`open_engine`."""
+
+    def __init__(self, config: EngineConfig, registry: Registry, *, launcher: Path,
+                 isolation_mode: str, bwrap: str | None, base: Path) -> None:  # fmt: skip
+        self.config = config
+        self.registry = registry
+        self.launcher = launcher
+        self.isolation = isolation_mode
+        self.bwrap = bwrap
+        self.base = base
+        self.root = os.geteuid() == 0
+        self._slots = trio.Semaphore(config.max_running)
+        self._queued = 0
+        self._running = 0
+        self._calls = 0
+        self._uids = isolation.UidPool(config.uid_base, config.max_running) if self.root else None
+        self._counter = 0
+
+    def statistics(self) -> Statistics:
+        """The engine's load right now."""
+        return Statistics(
+            running=self._running,
+            queued=self._queued,
+            max_running=self.config.max_running,
+            max_queue=self.config.max_queue,
+            calls=self._calls,
+            isolation=self.isolation,
+        )
+
+    def interpreter(self, language: Language) -> str:
+        """The interpreter path of ``language``.
+
+        Raises:
+            InterpreterMissing: it is not installed.
+        """
+        return self.registry.installed(language).require()
+
+    def limits_for(self, *overrides: Mapping[str, Any] | None) -> Limits:
+        """The default limits with each mapping of overrides applied in turn.
+
+        Raises:
+            ConfigError: a bad value; LimitTooHigh: above the maxima.
+        """
+        limits = self.config.limits
+        for override in overrides:
+            if override:
+                limits = Limits.from_mapping(override, base=limits)
+        return limits.within(self.config.maxima)
+
+    @asynccontextmanager
+    async def open_call(self, limits: Limits | None = None) -> AsyncIterator[Call]:
+        """Wait for a slot and prepare a call's private directory and uid.
+
+        Raises:
+            Overloaded: every slot is busy and the queue is full.
+        """
+        limits = limits or self.config.limits
+        if self._slots.value == 0 and self._queued >= self.config.max_queue:
+            raise Overloaded(
+                f"all {self.config.max_running} slots are busy and "
+                f"{self._queued} calls are queued; retry shortly",
+                retry_after=1,
+            )
+        self._queued += 1
+        try:
+            await self._slots.acquire()
+        finally:
+            self._queued -= 1
+        uid: int | None = None
+        workdir: Path | None = None
+        try:
+            self._running += 1
+            self._calls += 1
+            self._counter += 1
+            if self._uids is not None:
+                uid = self._uids.acquire()
+            workdir = self.base / "calls" / f"c{self._counter}"
+            workdir.mkdir(mode=0o700)
+            (workdir / ".stack").mkdir(mode=0o755)
+            if uid is not None:
+                os.chown(workdir, uid, uid)
+            view = isolation.SANDBOX_HOME if self.isolation == "bwrap" else PurePosixPath(workdir)
+            yield Call(self, limits, workdir, view, uid)
+        finally:
+            with trio.CancelScope(shield=True):
+                if workdir is not None:
+                    await trio.to_thread.run_sync(_remove_tree, workdir)
+                if uid is not None and self._uids is not None:
+                    self._uids.release(uid)
+                self._running -= 1
+                self._slots.release()
+
+    async def run(
+        self, invocation: Invocation, io: CallIO, limits: Limits | None = None
+    ) -> Outcome:
+        """Run one call that needs nothing written into its directory first."""
+        async with self.open_call(limits) as call:
+            return await call.run(invocation, io)
+
+
+class Call:
+    """A call holding a slot: its directory, uid and limits."""
+
+    def __init__(self, engine: Engine, limits: Limits, workdir: Path, view: PurePosixPath,
+                 uid: int | None) -> None:  # fmt: skip
+        self.engine = engine
+        self.limits = limits
+        self.workdir = workdir
+        self.view = view
+        self.uid = uid
+
+    def upload_dir(self) -> tuple[Path, PurePosixPath]:
+        """A directory for uploaded files, on the host and as the script sees it."""
+        path = self.workdir / "uploads"
+        path.mkdir(mode=0o755, exist_ok=True)
+        if self.uid is not None:
+            os.chown(path, self.uid, self.uid)
+        return path, self.view / "uploads"
+
+    def write_file(self, relative: str, data: bytes, mode: int = 0o644) -> Path:
+        """Write a file into the call's directory (for submitted code).
+
+        Raises:
+            ConfigError: the name would land outside the directory.
+        """
+        target = (self.workdir / relative).resolve()
+        if not target.is_relative_to(self.workdir.resolve()) or target == self.workdir.resolve():
+            raise ConfigError(f"file name {relative!r} points outside the job directory")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
+        try:
+            os.write(fd, data)
+        finally:
+            os.close(fd)
+        if self.uid is not None:
+            os.chown(target, self.uid, self.uid)
+        return target
+
+    async def run(self, invocation: Invocation, io: CallIO) -> Outcome:
+        """Spawn the call's process and run it to the end.
+
+        Raises:
+            InterpreterMissing: the language is not installed.
+        """
+        spawn = self._spawn(invocation)
+        return await process.run(spawn, io)
+
+    def _spawn(self, inv: Invocation) -> process.Spawn:
+        engine, limits, lang = self.engine, self.limits, inv.language
+        interpreter = engine.interpreter(lang)
+        bwrap = engine.isolation == "bwrap"
+        meta = self.workdir / ".stack"
+        view_meta = self.view / ".stack"
+        env: dict[str, str] = {
+            "PATH": engine.config.path,
+            "LANG": engine.config.lang,
+            "HOME": str(self.view),
+            "TMPDIR": str(self.view),
+        }
+        env.update(lang.env)
+        env.update(inv.env)
+        if inv.request_id:
+            env["STACK_REQUEST_ID"] = inv.request_id
+        if inv.hook is not None:
+            (meta / "hook.json").write_bytes(json.dumps(inv.hook).encode())
+            flat = hooklib.flatten(inv.hook)
+            (meta / "hook.flat").write_bytes(hooklib.encode_flat(flat))
+            env["STACK_HOOK"] = str(view_meta / "hook.json")
+            env["STACK_HOOK_FLAT"] = str(view_meta / "hook.flat")
+            if lang.hook_env:
+                env.update(hooklib.flat_env(flat))
+
+        binds: list[tuple[Path, PurePosixPath]] = []
+        script = str(inv.script)
+        prelude_dir: Path | None = lang.prelude.parent if lang.prelude else None
+        run_lang = lang
+        if bwrap:
+            inside = isolation.SANDBOX_CODE
+            if inv.script.resolve().is_relative_to(self.workdir.resolve()):
+                script = str(self.view / inv.script.resolve().relative_to(self.workdir.resolve()))
+            else:
+                script = str(inside / "script" / inv.script.name)
+                binds.append((inv.script, PurePosixPath(script)))
+            if prelude_dir is not None and lang.prelude is not None:
+                binds.append((prelude_dir, inside / "preludes"))
+                run_lang = _with_prelude(lang, inside / "preludes" / lang.prelude.name)
+        argv = run_lang.argv(interpreter, script, inv.args)
+
+        launch = [str(engine.launcher), "-p", "-n", "-s", "4"]
+        if self.uid is not None:
+            launch += ["-u", str(self.uid), "-g", str(self.uid)]
+        launch += ["-r", "core=0"]
+        if limits.cpu is not None:
+            launch += ["-r", f"cpu={math.ceil(limits.cpu)}"]
+        if limits.memory is not None:
+            launch += ["-r", f"{lang.memory_limit}={limits.memory}"]
+        if limits.processes is not None and self.uid is not None:
+            launch += ["-r", f"nproc={limits.processes}"]
+        if limits.open_files is not None:
+            launch += ["-r", f"nofile={limits.open_files}"]
+        if limits.file_size is not None:
+            launch += ["-r", f"fsize={limits.file_size}"]
+        if not bwrap:
+            launch += ["-c", str(self.workdir)]
+        launch.append("--")
+        if bwrap:
+            if engine.bwrap is None:
+                raise SpawnError("bubblewrap is not installed: apt-get install bubblewrap")
+            network = engine.config.network if inv.network is None else inv.network
+            launch += isolation.bwrap_argv(
+                engine.bwrap, workdir=self.workdir, binds=binds, network=network
+            )
+        return process.Spawn(
+            argv=launch + argv,
+            env=env,
+            timeout=limits.timeout,
+            output=limits.output,
+            memory=limits.memory,
+            cgi=inv.cgi,
+            stdin_data=inv.stdin,
+        )
+
+
+def _with_prelude(lang: Language, prelude: PurePosixPath) -> Language:
+    return dataclasses.replace(lang, prelude=Path(prelude))
+
+
+def _remove_tree(path: Path) -> None:
+    """Remove a call's directory, even parts a script made unwritable."""
+
+    def retry(func: Any, target: str, _exc: Any) -> None:
+        try:
+            os.chmod(os.path.dirname(target), 0o700)
+            os.chmod(target, 0o700)
+            func(target)
+        except OSError:
+            pass
+
+    if sys.version_info >= (3, 12):
+        shutil.rmtree(path, onexc=retry)
+    else:
+        shutil.rmtree(path, onerror=retry)
+
+
+@asynccontextmanager
+async def open_engine(config: EngineConfig | None = None) -> AsyncIterator[Engine]:
+    """Start the core: build the launcher, probe interpreters, check isolation.
+
+    Raises:
+        ConfigError: ``isolate="bwrap"`` but bubblewrap does not work here.
+        SpawnError: the launcher cannot be built.
+    """
+    config = config or EngineConfig()
+    registry = await trio.to_thread.run_sync(Registry.load, config.language_dirs, config.path)
+    launcher = await trio.to_thread.run_sync(launcher_path)
+
+    async def probe(lang: Language) -> None:
+        await trio.to_thread.run_sync(registry.installed, lang)
+
+    async with trio.open_nursery() as nursery:
+        for lang in registry:
+            nursery.start_soon(probe, lang)
+
+    mode = config.isolate
+    bwrap = isolation.find_bwrap()
+    if mode in ("bwrap", "auto"):
+        uid = config.uid_base if os.geteuid() == 0 else None
+        why = "bwrap is not installed" if bwrap is None else None
+        if bwrap is not None:
+            why = await trio.to_thread.run_sync(isolation.check_bwrap, bwrap, uid)
+        if why is not None:
+            if mode == "bwrap":
+                raise ConfigError(
+                    f"--isolate bwrap: bubblewrap does not work here ({why}); "
+                    "install it (apt-get install bubblewrap) or use --isolate none"
+                )
+            log.warning(
+                "isolation: bubblewrap is not usable (%s); running scripts WITHOUT a sandbox",
+                why,
+            )
+            mode = "none"
+        else:
+            mode = "bwrap"
+    base = Path(tempfile.mkdtemp(prefix="stack-", dir=config.temp_dir))
+    os.chmod(base, 0o711)
+    (base / "calls").mkdir(mode=0o711)
+    (base / "scripts").mkdir(mode=0o755)
+    try:
+        yield Engine(config, registry, launcher=launcher, isolation_mode=mode, bwrap=bwrap,
+                     base=base)  # fmt: skip
+    finally:
+        with trio.CancelScope(shield=True):
+            await trio.to_thread.run_sync(_remove_tree, base)

@@ -1,0 +1,134 @@
+"""How a call is isolated: which uid it runs as, and bubblewrap's command line.
+
+Sans-IO apart from :func:`check_bwrap`, which runs bubblewrap once to see if
+it works on this machine.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from .errors import ConfigError
+
+MODES = ("none", "bwrap", "auto")
+SANDBOX_HOME = PurePosixPath("/tmp")
+SANDBOX_CODE = PurePosixPath("/stack")
+# Files never shown inside the sandbox even though /etc is.
+_HIDDEN = ("/etc/shadow", "/etc/gshadow", "/etc/shadow-", "/etc/gshadow-", "/etc/sudoers")
+
+
+class UidPool:
+    """Hands each running call a uid of its own (when the server is root).
+
+    A distinct uid per concurrent call makes RLIMIT_NPROC count only that
+    call's processes and keeps calls out of each other's files, as isolate's
+    boxes do.
+    """
+
+    def __init__(self, base: int, size: int) -> None:
+        if base < 1000:
+            raise ConfigError(f"the sandbox uid base must be at least 1000, got {base}")
+        self.base = base
+        self._free = list(range(size - 1, -1, -1))
+
+    def acquire(self) -> int:
+        """A free uid. The caller holds a running-call slot, so one is free."""
+        return self.base + self._free.pop()
+
+    def release(self, uid: int) -> None:
+        """Give a uid back once every process of its call is dead."""
+        self._free.append(uid - self.base)
+
+
+@dataclass(frozen=True)
+class Sandbox:
+    """Where things are, as the script sees them.
+
+    Attributes:
+        workdir: the call's directory as the script sees it (cwd, HOME, TMPDIR).
+        code: a directory holding the script and preludes as the script sees
+            them, or None when paths are the host's.
+    """
+
+    workdir: PurePosixPath
+    code: PurePosixPath | None
+
+
+def bwrap_argv(
+    bwrap: str,
+    *,
+    workdir: Path,
+    binds: Sequence[tuple[Path, PurePosixPath]],
+    network: bool = False,
+    extra_ro: Iterable[str] = (),
+) -> list[str]:
+    """The bubblewrap command line for one call, up to and including ``--``.
+
+    Args:
+        bwrap: path of the bwrap executable.
+        workdir: the call's directory on the host, bound writable at /tmp.
+        binds: (host path, sandbox path) pairs bound read-only (script, preludes).
+        network: keep the host's network (otherwise a private, empty one).
+        extra_ro: more host paths bound read-only at the same place.
+    """
+    argv = [
+        bwrap,
+        "--unshare-all",
+        *(["--share-net"] if network else []),
+        "--die-with-parent",
+        "--new-session",
+        "--cap-drop", "ALL",
+        "--hostname", "stack",
+        "--ro-bind", "/usr", "/usr",
+        "--ro-bind", "/etc", "/etc",
+    ]  # fmt: skip
+    for hidden in _HIDDEN:
+        if os.path.exists(hidden):
+            argv += ["--ro-bind", "/dev/null", hidden]
+    for top in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):
+        if os.path.islink(top):
+            argv += ["--symlink", os.readlink(top), top]
+        elif os.path.isdir(top):
+            argv += ["--ro-bind", top, top]
+    for path in extra_ro:
+        if os.path.exists(path):
+            argv += ["--ro-bind", path, path]
+    argv += [
+        "--proc", "/proc",
+        "--dev", "/dev",
+        "--tmpfs", "/run",
+        "--tmpfs", "/var",
+        "--bind", str(workdir), str(SANDBOX_HOME),
+        "--chdir", str(SANDBOX_HOME),
+    ]  # fmt: skip
+    for host, inside in binds:
+        argv += ["--ro-bind", str(host), str(inside)]
+    argv.append("--")
+    return argv
+
+
+def find_bwrap() -> str | None:
+    """The bwrap executable, or None."""
+    return shutil.which("bwrap", path="/usr/local/bin:/usr/bin:/bin")
+
+
+def check_bwrap(bwrap: str, uid: int | None) -> str | None:
+    """Run ``true`` under bubblewrap as ``uid``; None if it works, else why not (blocking)."""
+    argv = [*bwrap_argv(bwrap, workdir=Path("/tmp"), binds=[]), "/bin/true"]
+    if uid is not None and os.geteuid() == 0:
+        setpriv = shutil.which("setpriv")
+        if setpriv is None:
+            return "setpriv (util-linux) is missing"
+        argv = [setpriv, f"--reuid={uid}", f"--regid={uid}", "--clear-groups", *argv]
+    try:
+        done = subprocess.run(argv, capture_output=True, timeout=20, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return str(exc)
+    if done.returncode != 0:
+        return done.stderr.decode(errors="replace").strip() or f"exit {done.returncode}"
+    return None

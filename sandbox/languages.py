@@ -1,0 +1,325 @@
+"""The language registry: one YAML file per language.
+
+Loading and detection are sans-IO apart from reading the YAML files and
+probing versions; see docs/ARCHITECTURE.md for the file format.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError, InterpreterMissing, UnknownLanguage
+
+_VERSION = re.compile(r"(\d+\.\d+(?:\.\d+)?)")
+_FIELDS = {
+    "name", "aliases", "extensions", "shebangs", "interpreter", "package", "version",
+    "run", "inline", "prelude", "memory_limit", "env", "hook_env", "description",
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Language:
+    """One registered language.
+
+    Attributes:
+        name: the canonical name (``python``).
+        aliases: other accepted names (``python3``, ``py``).
+        extensions: file extensions with the dot (``.py``).
+        shebangs: interpreter names recognised in ``#!`` lines.
+        interpreter: the executable looked up on PATH.
+        package: the Debian package that provides the interpreter.
+        version_cmd: argv printing the version.
+        run: argv template running a file (``{interpreter}``, ``{prelude}``, ``{script}``).
+        inline: argv template running inline code (``{code}``), informational.
+        prelude: absolute path of the prelude file, if any.
+        memory_limit: ``"as"`` or ``"data"``: which rlimit caps memory.
+        env: extra environment for every call.
+        hook_env: also export the flattened ``Hook_*`` variables in the environment.
+        source: the YAML file it came from.
+    """
+
+    name: str
+    interpreter: str
+    run: tuple[str, ...]
+    aliases: tuple[str, ...] = ()
+    extensions: tuple[str, ...] = ()
+    shebangs: tuple[str, ...] = ()
+    package: str = ""
+    version_cmd: tuple[str, ...] = ()
+    inline: tuple[str, ...] = ()
+    prelude: Path | None = None
+    memory_limit: str = "as"
+    env: Mapping[str, str] = field(default_factory=dict)
+    hook_env: bool = False
+    description: str = ""
+    source: Path | None = None
+
+    def __post_init__(self) -> None:
+        if not re.fullmatch(r"[a-z0-9][a-z0-9+#._-]*", self.name):
+            raise ConfigError(f"{self.source}: bad language name {self.name!r}")
+        if self.memory_limit not in ("as", "data"):
+            raise ConfigError(
+                f"{self.source}: memory_limit must be 'as' or 'data', got {self.memory_limit!r}"
+            )
+        if "{script}" not in self.run:
+            raise ConfigError(f"{self.source}: 'run' must contain {{script}}")
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any], *, source: Path) -> Language:
+        """Build a language from a parsed YAML file.
+
+        Raises:
+            ConfigError: naming the file and the field that is wrong.
+        """
+        unknown = set(data) - _FIELDS
+        if unknown:
+            raise ConfigError(f"{source}: unknown field(s) {', '.join(sorted(unknown))}")
+        for required in ("name", "interpreter", "run"):
+            if required not in data:
+                raise ConfigError(f"{source}: missing field {required!r}")
+
+        def strings(key: str) -> tuple[str, ...]:
+            value = data.get(key) or []
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ConfigError(f"{source}: field {key!r} must be a list of strings")
+            return tuple(value)
+
+        prelude = data.get("prelude")
+        prelude_path = None
+        if prelude:
+            prelude_path = (source.parent / "preludes" / str(prelude)).resolve()
+            if not prelude_path.is_file():
+                raise ConfigError(f"{source}: prelude {prelude!r} not found at {prelude_path}")
+        env = data.get("env") or {}
+        if not isinstance(env, dict):
+            raise ConfigError(f"{source}: field 'env' must be a mapping")
+        return cls(
+            name=str(data["name"]),
+            interpreter=str(data["interpreter"]),
+            run=strings("run"),
+            aliases=strings("aliases"),
+            extensions=tuple(e if e.startswith(".") else "." + e for e in strings("extensions")),
+            shebangs=strings("shebangs"),
+            package=str(data.get("package") or data["interpreter"]),
+            version_cmd=strings("version"),
+            inline=strings("inline"),
+            prelude=prelude_path,
+            memory_limit=str(data.get("memory_limit", "as")),
+            env={str(k): str(v) for k, v in env.items()},
+            hook_env=bool(data.get("hook_env", False)),
+            description=str(data.get("description", "")),
+            source=source,
+        )
+
+    def names(self) -> tuple[str, ...]:
+        """The name and every alias."""
+        return (self.name, *self.aliases)
+
+    def which(self, path: str | None = None) -> str | None:
+        """The interpreter's absolute path on ``path`` (default: $PATH), or None."""
+        return shutil.which(self.interpreter, path=path)
+
+    def argv(self, interpreter: str, script: str, args: Iterable[str] = ()) -> list[str]:
+        """The command line that runs ``script`` with this language."""
+        values = {
+            "interpreter": interpreter,
+            "script": script,
+            "prelude": str(self.prelude) if self.prelude else "",
+        }
+        return [part.format_map(values) for part in self.run] + list(args)
+
+
+@dataclass(frozen=True)
+class Installed:
+    """What the machine has of a language: its interpreter path and version."""
+
+    language: Language
+    path: str | None
+    version: str | None
+
+    @property
+    def available(self) -> bool:
+        """True when the interpreter was found."""
+        return self.path is not None
+
+    def require(self) -> str:
+        """The interpreter path.
+
+        Raises:
+            InterpreterMissing: saying which package to install.
+        """
+        if self.path is None:
+            lang = self.language
+            raise InterpreterMissing(
+                f"no interpreter for {lang.name!r}: {lang.interpreter!r} is not on PATH; "
+                f"install the {lang.package!r} package (apt-get install {lang.package}), "
+                "or run `stack languages` to see what is available",
+                language=lang.name,
+                interpreter=lang.interpreter,
+                package=lang.package,
+            )
+        return self.path
+
+
+def default_directory() -> Path:
+    """The registry shipped with stack (``languages/`` in a checkout)."""
+    checkout = Path(__file__).resolve().parent.parent / "languages"
+    if checkout.is_dir():
+        return checkout
+    return Path(str(resources.files("sandbox._languages")))
+
+
+class Registry:
+    """The languages known to this server, by name, alias and extension."""
+
+    def __init__(self, languages: Iterable[Language], path: str | None = None) -> None:
+        languages = list(languages)
+        self.path = path
+        self._by_name: dict[str, Language] = {}
+        self._by_ext: dict[str, Language] = {}
+        self._by_shebang: dict[str, Language] = {}
+        for lang in languages:
+            for name in lang.names():
+                other = self._by_name.get(name.lower())
+                if other is not None and other.name != lang.name:
+                    raise ConfigError(
+                        f"language name {name!r} is claimed by both "
+                        f"{other.source} and {lang.source}"
+                    )
+                self._by_name[name.lower()] = lang
+            for ext in lang.extensions:
+                self._by_ext.setdefault(ext.lower(), lang)
+            for shebang in lang.shebangs:
+                self._by_shebang.setdefault(shebang, lang)
+        self._languages = {lang.name: lang for lang in languages}
+        self._installed: dict[str, Installed] = {}
+
+    @classmethod
+    def load(cls, directories: Iterable[Path] = (), search_path: str | None = None) -> Registry:
+        """Load the shipped registry, then each extra directory in order.
+
+        A later file with the same ``name`` replaces an earlier one, so an
+        operator can override a shipped language.
+
+        Raises:
+            ConfigError: a malformed YAML file, naming it.
+        """
+        found: dict[str, Language] = {}
+        for directory in (default_directory(), *directories):
+            if not directory.is_dir():
+                raise ConfigError(f"language directory {directory} does not exist")
+            for path in sorted(directory.glob("*.yaml")):
+                try:
+                    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+                except yaml.YAMLError as exc:
+                    raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+                if not isinstance(data, dict):
+                    raise ConfigError(f"{path}: expected a mapping at the top")
+                lang = Language.from_mapping(data, source=path)
+                found[lang.name] = lang
+        return cls(found.values(), search_path)
+
+    def __iter__(self) -> Iterator[Language]:
+        return iter(sorted(self._languages.values(), key=lambda lang: lang.name))
+
+    def __len__(self) -> int:
+        return len(self._languages)
+
+    def get(self, name: str) -> Language:
+        """The language with this name or alias.
+
+        Raises:
+            UnknownLanguage: listing the known names.
+        """
+        lang = self._by_name.get(name.lower())
+        if lang is None:
+            raise UnknownLanguage(
+                f"unknown language {name!r}; known languages: {', '.join(sorted(self._languages))}",
+                language=name,
+                known=sorted(self._languages),
+            )
+        return lang
+
+    def detect(self, filename: str, head: bytes = b"") -> Language:
+        """Pick the language of a script from its extension, then its shebang line.
+
+        Args:
+            filename: the script's name (only the extension is looked at).
+            head: the first bytes of the script, for a ``#!`` line.
+
+        Raises:
+            UnknownLanguage: listing the known extensions.
+        """
+        ext = os.path.splitext(filename)[1].lower()
+        if ext and ext in self._by_ext:
+            return self._by_ext[ext]
+        shebang = parse_shebang(head)
+        if shebang and shebang in self._by_shebang:
+            return self._by_shebang[shebang]
+        known = ", ".join(sorted(self._by_ext))
+        what = f"extension {ext!r}" if ext else "no extension"
+        if shebang:
+            what += f" and shebang {shebang!r}"
+        raise UnknownLanguage(
+            f"cannot tell the language of {os.path.basename(filename)!r} ({what}); "
+            f"known extensions: {known}; or pass --language",
+            known_extensions=sorted(self._by_ext),
+        )
+
+    def installed(self, lang: Language) -> Installed:
+        """The interpreter of ``lang`` on this machine, probed once and cached."""
+        cached = self._installed.get(lang.name)
+        if cached is None:
+            cached = probe(lang, self.path)
+            self._installed[lang.name] = cached
+        return cached
+
+    def refresh(self) -> None:
+        """Forget probed interpreters (after installing one)."""
+        self._installed.clear()
+
+
+def parse_shebang(head: bytes) -> str | None:
+    """The interpreter name of a ``#!`` line: ``#!/usr/bin/env python3`` -> ``python3``."""
+    if not head.startswith(b"#!"):
+        return None
+    line = head[2:].split(b"\n", 1)[0].decode("utf-8", "replace").strip()
+    parts = line.split()
+    if not parts:
+        return None
+    name = os.path.basename(parts[0])
+    if name == "env":
+        rest = [p for p in parts[1:] if not p.startswith("-")]
+        if not rest:
+            return None
+        name = os.path.basename(rest[0])
+    return name
+
+
+def probe(lang: Language, search_path: str | None = None) -> Installed:
+    """Find the interpreter of ``lang`` on ``search_path`` and ask its version (blocking)."""
+    path = lang.which(search_path)
+    if path is None:
+        return Installed(lang, None, None)
+    version = None
+    if lang.version_cmd:
+        argv = [part.replace("{interpreter}", path) for part in lang.version_cmd]
+        try:
+            done = subprocess.run(
+                argv, capture_output=True, timeout=10, stdin=subprocess.DEVNULL, check=False
+            )
+            match = _VERSION.search((done.stdout + done.stderr).decode("utf-8", "replace"))
+            version = match.group(1) if match else None
+        except (OSError, subprocess.TimeoutExpired):
+            version = None
+    return Installed(lang, path, version)

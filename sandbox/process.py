@@ -1,0 +1,562 @@
+"""Runs one call's process: pumps its pipes, reads its control channel, ends it.
+
+One nursery per call: stdin pump, stdout pump, stderr pump, fd 3 reader,
+status reader and exit watcher, all under the call's wall timeout.
+
+Cancellation (the client went away, the server stops) and every other way a
+call ends go through the same path: the launcher is asked to kill the whole
+process tree (SIGTERM to it; it SIGKILLs everything in the call's pid
+namespace and reports usage), escalated to SIGKILL of its process group if it
+does not answer, and reaped, in a shielded scope.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+import signal
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import trio
+
+from .control import Control, Event, Head
+
+CHUNK = 65536
+STDERR_KEEP = 16 * 1024
+KILL_GRACE = 1.0
+_MEMORY_SIGNALS = (signal.SIGKILL, signal.SIGSEGV, signal.SIGABRT)
+_MEMORY_ERRORS = re.compile(
+    rb"MemoryError|Cannot allocate memory|out of memory|Out of memory|failed to allocate|"
+    rb"Allowed memory size|heap out of memory|NoMemoryError|not enough memory|"
+    rb"std::bad_alloc|memory allocation"
+)
+
+
+@dataclass(frozen=True)
+class Usage:
+    """What a call used.
+
+    Attributes:
+        wall: seconds from spawn to the end of the process tree.
+        cpu: user + system CPU seconds of every process of the call.
+        memory: peak resident memory of the largest process, in bytes.
+        bytes_in: bytes written to stdin.
+        bytes_out: bytes read from stdout.
+    """
+
+    wall: float = 0.0
+    cpu: float = 0.0
+    memory: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        """The usage as JSON (times in seconds, sizes in bytes)."""
+        return {
+            "wall": round(self.wall, 6),
+            "cpu": round(self.cpu, 6),
+            "memory": self.memory,
+            "bytes_in": self.bytes_in,
+            "bytes_out": self.bytes_out,
+        }
+
+    def header(self) -> str:
+        """The ``X-Stack-Usage`` header value."""
+        return (
+            f"wall={self.wall:.6f}; cpu={self.cpu:.6f}; memory={self.memory}; "
+            f"in={self.bytes_in}; out={self.bytes_out}"
+        )
+
+
+REASONS = (
+    "ok", "exit", "signal", "timeout", "cpu", "memory", "file_size", "output", "killed",
+    "error", "spawn",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a call ended.
+
+    Attributes:
+        reason: one of :data:`REASONS`: ``ok`` (exit 0), ``exit`` (non-zero
+            exit), ``signal`` (killed by a signal), ``timeout`` (wall limit),
+            ``cpu`` (CPU limit), ``memory`` (memory limit), ``output`` (output
+            limit), ``file_size`` (file-size limit), ``killed`` (the caller went away), ``error`` (the script
+            reported an error on fd 3), ``spawn`` (it could not start).
+        exit_code: the exit status, or None when killed by a signal.
+        signal: the signal number that ended it, or None.
+        usage: what it used.
+        head: the response head the script asked for.
+        head_sent: whether the head (and so the body) went out.
+        message: a human sentence saying why it ended, when not ``ok``.
+        stderr: the last bytes of its stderr.
+    """
+
+    reason: str
+    exit_code: int | None
+    signal: int | None
+    usage: Usage
+    head: Head = field(default_factory=Head)
+    head_sent: bool = False
+    message: str = ""
+    stderr: bytes = b""
+
+    @property
+    def ok(self) -> bool:
+        """True when the call exited 0 and reported no error."""
+        return self.reason == "ok"
+
+    def to_json(self) -> dict[str, Any]:
+        """The outcome as JSON."""
+        return {
+            "reason": self.reason,
+            "exit_code": self.exit_code,
+            "signal": signal_name(self.signal) if self.signal else None,
+            "message": self.message,
+            "usage": self.usage.to_json(),
+        }
+
+
+def signal_name(number: int) -> str:
+    """``9`` -> ``SIGKILL``."""
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"SIG{number}"
+
+
+class CallIO(Protocol):
+    """What a front door gives the core to talk to a running call."""
+
+    async def receive_stdin(self) -> bytes:
+        """The next chunk of stdin; ``b""`` at the end."""
+
+    async def send_head(self, head: Head) -> None:
+        """The first body bytes are ready: send the status and headers."""
+
+    async def send_body(self, data: bytes) -> None:
+        """Send body bytes (only after :meth:`send_head`)."""
+
+    async def end_body(self) -> None:
+        """The body is complete (only after :meth:`send_head`)."""
+
+    def on_event(self, event: Event) -> None:
+        """A log line (stderr or fd 3) or an ignored control message."""
+
+
+@dataclass(frozen=True)
+class Spawn:
+    """A fully resolved process to start.
+
+    Attributes:
+        argv: the launcher command line (launcher, its options, ``--``, program).
+        env: the complete environment.
+        timeout: wall seconds, or None.
+        output: stdout bytes allowed, or None.
+        memory: the memory limit, to tell a memory failure from others.
+        cgi: read the head from the top of stdout instead of fd 3.
+        stdin_data: stdin to write before reading from the front door.
+    """
+
+    argv: Sequence[str]
+    env: Mapping[str, str]
+    timeout: float | None
+    output: int | None = None
+    memory: int | None = None
+    cgi: bool = False
+    stdin_data: bytes = b""
+
+
+def _high_fd(fd: int) -> int:
+    """Move ``fd`` to 5 or above so the spawn's dup2 into 0-4 cannot clobber it."""
+    if fd >= 5:
+        return fd
+    new = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 5)
+    os.close(fd)
+    return new
+
+
+def _pipe() -> tuple[int, int]:
+    read, write = os.pipe()
+    return _high_fd(read), _high_fd(write)
+
+
+class _Call:
+    def __init__(self, spawn: Spawn, io: CallIO) -> None:
+        self.spawn = spawn
+        self.io = io
+        self.control = Control()
+        self.cgi: Any = None
+        if spawn.cgi:
+            from .control import CGIHead
+
+            self.cgi = CGIHead(self.control.head)
+        self.head_sent = False
+        self.body_ended = False
+        self.reason: str | None = None
+        self.message = ""
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.stderr_tail = bytearray()
+        self.status: dict[str, Any] | None = None
+        self.status_buf = b""
+        self.pid = -1
+        self.exited = trio.Event()
+        self.ctl_fd = -1
+        self.ctl_eof = False
+
+    # -- control channel ---------------------------------------------------
+
+    def drain_control(self) -> None:
+        """Read every control message already written (non-blocking)."""
+        while not self.ctl_eof:
+            try:
+                data = os.read(self.ctl_fd, CHUNK)
+            except BlockingIOError:
+                return
+            if not data:
+                self.ctl_eof = True
+                self._events(self.control.close())
+                return
+            self._events(self.control.feed(data))
+
+    def _events(self, events: list[Event]) -> None:
+        for event in events:
+            if event.kind == "error" and self.reason is None:
+                self.reason = "error"
+                self.message = event.text
+            self.io.on_event(event)
+
+    async def read_control(self) -> None:
+        while not self.ctl_eof:
+            await trio.lowlevel.wait_readable(self.ctl_fd)
+            self.drain_control()
+
+    # -- pumps -------------------------------------------------------------
+
+    async def pump_stdin(self, stream: trio.lowlevel.FdStream, scope: trio.CancelScope) -> None:
+        with scope:
+            await self._pump_stdin(stream)
+
+    async def _pump_stdin(self, stream: trio.lowlevel.FdStream) -> None:
+        try:
+            if self.spawn.stdin_data:
+                await stream.send_all(self.spawn.stdin_data)
+                self.bytes_in += len(self.spawn.stdin_data)
+            while True:
+                data = await self.io.receive_stdin()
+                if not data:
+                    break
+                await stream.send_all(data)
+                self.bytes_in += len(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass  # the script closed stdin or exited: the rest is not wanted
+        finally:
+            await stream.aclose()
+
+    async def pump_stdout(self, stream: trio.lowlevel.FdStream, cancel: trio.CancelScope) -> None:
+        limit = self.spawn.output
+        while True:
+            data = await stream.receive_some(CHUNK)
+            if not data:
+                break
+            if self.body_ended:
+                continue
+            if limit is not None and self.bytes_out + len(data) > limit:
+                data = data[: limit - self.bytes_out]
+                await self._body(data)
+                self.reason = "output"
+                self.message = f"the script wrote more than the output limit of {limit} bytes"
+                cancel.cancel()
+                return
+            await self._body(data)
+            if self.control.ended and self.head_sent and not self.body_ended:
+                await self._end_body()
+        if self.cgi is not None and not self.cgi.done:
+            try:
+                self.cgi.finish()
+            except ValueError as exc:
+                self._cgi_failed(str(exc))
+        if self.head_sent and not self.body_ended:
+            await self._end_body()
+
+    async def _body(self, data: bytes) -> None:
+        self.bytes_out += len(data)
+        if self.cgi is not None and not self.cgi.done:
+            try:
+                data = self.cgi.feed(data)
+            except ValueError as exc:
+                self._cgi_failed(str(exc))
+                return
+            if not self.cgi.done:
+                return
+        if not data and not self.head_sent:
+            return
+        if not self.head_sent:
+            # Everything written on fd 3 before these bytes shapes the head.
+            self.drain_control()
+            if self.reason == "error":
+                return
+            self.head_sent = True
+            await self.io.send_head(self.control.freeze())
+        if data:
+            await self.io.send_body(data)
+
+    def _cgi_failed(self, why: str) -> None:
+        if self.reason is None:
+            self.reason = "error"
+            self.message = f"bad CGI response: {why}"
+
+    async def _end_body(self) -> None:
+        self.body_ended = True
+        await self.io.end_body()
+
+    async def pump_stderr(self, stream: trio.lowlevel.FdStream) -> None:
+        pending = b""
+        while True:
+            data = await stream.receive_some(CHUNK)
+            if not data:
+                break
+            self.stderr_tail += data
+            if len(self.stderr_tail) > STDERR_KEEP:
+                del self.stderr_tail[: len(self.stderr_tail) - STDERR_KEEP]
+            pending += data
+            *lines, pending = pending.split(b"\n")
+            for line in lines:
+                self.io.on_event(Event("stderr", line.decode("utf-8", "replace")))
+            if len(pending) > STDERR_KEEP:
+                self.io.on_event(Event("stderr", pending.decode("utf-8", "replace")))
+                pending = b""
+        if pending:
+            self.io.on_event(Event("stderr", pending.decode("utf-8", "replace")))
+
+    async def read_status(self, stream: trio.lowlevel.FdStream) -> None:
+        while chunk := await stream.receive_some(CHUNK):
+            self.status_buf += chunk
+        self.parse_status()
+
+    def parse_status(self) -> None:
+        try:
+            status = json.loads(self.status_buf) if self.status_buf.strip() else None
+        except ValueError:
+            status = None
+        self.status = status if isinstance(status, dict) else None
+
+    async def wait_exit(self) -> None:
+        await _wait_pid(self.pid)
+        self.exited.set()
+
+    async def kill(self) -> None:
+        """Ask the launcher to end the call; force it if it does not."""
+        if self.exited.is_set():
+            return
+        try:
+            os.kill(self.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        with trio.move_on_after(KILL_GRACE):
+            await self.exited.wait()
+            return
+        try:
+            os.killpg(self.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        await self.exited.wait()
+
+
+async def run(spawn: Spawn, io: CallIO) -> Outcome:
+    """Start ``spawn`` and run it to the end, talking to ``io``.
+
+    Returns:
+        the :class:`Outcome`; every process of the call is dead by then.
+
+    Cancellation: the process tree is killed and reaped (shielded), then the
+    cancellation propagates.
+    """
+    call = _Call(spawn, io)
+    fds: list[int] = []
+    try:
+        stdin_r, stdin_w = _pipe()
+        stdout_r, stdout_w = _pipe()
+        stderr_r, stderr_w = _pipe()
+        ctl_r, ctl_w = _pipe()
+        status_r, status_w = _pipe()
+        fds = [stdin_r, stdin_w, stdout_r, stdout_w, stderr_r, stderr_w, ctl_r, ctl_w]
+        fds += [status_r, status_w]
+        started = time.monotonic()
+        # posix_spawn is a vfork + exec: it returns within microseconds.
+        call.pid = os.posix_spawn(  # noqa: ASYNC221
+            spawn.argv[0],
+            list(spawn.argv),
+            dict(spawn.env),
+            file_actions=[
+                (os.POSIX_SPAWN_DUP2, stdin_r, 0),
+                (os.POSIX_SPAWN_DUP2, stdout_w, 1),
+                (os.POSIX_SPAWN_DUP2, stderr_w, 2),
+                (os.POSIX_SPAWN_DUP2, ctl_w, 3),
+                (os.POSIX_SPAWN_DUP2, status_w, 4),
+            ],
+            setsid=True,
+            setsigdef=(signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM),
+            setsigmask=(),
+        )
+    except OSError as exc:
+        for fd in fds:
+            os.close(fd)
+        return Outcome("spawn", None, None, Usage(), message=f"could not start the call: {exc}")
+    for fd in (stdin_r, stdout_w, stderr_w, ctl_w, status_w):
+        os.close(fd)
+    os.set_blocking(ctl_r, False)
+    call.ctl_fd = ctl_r
+    stdin = trio.lowlevel.FdStream(stdin_w)
+    stdout = trio.lowlevel.FdStream(stdout_r)
+    stderr = trio.lowlevel.FdStream(stderr_r)
+    status = trio.lowlevel.FdStream(status_r)
+    cancelled = False
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(call.wait_exit)
+            with trio.CancelScope() as scope:
+                if spawn.timeout is not None:
+                    scope.deadline = trio.current_time() + spawn.timeout
+                stdin_scope = trio.CancelScope()
+                async with trio.open_nursery() as pumps:
+                    pumps.start_soon(call.pump_stdin, stdin, stdin_scope)
+                    pumps.start_soon(call.read_control)
+                    pumps.start_soon(call.pump_stderr, stderr)
+                    pumps.start_soon(call.read_status, status)
+
+                    async def outputs() -> None:
+                        await call.pump_stdout(stdout, scope)
+                        # The body is done; once the tree is dead nobody
+                        # reads stdin, and the other pipes reach their end.
+                        await call.exited.wait()
+                        stdin_scope.cancel()
+
+                    pumps.start_soon(outputs)
+            if scope.cancelled_caught and call.reason is None:
+                call.reason = "timeout"
+                call.message = f"the call ran over its wall-clock limit of {spawn.timeout:g} s"
+            with trio.CancelScope(shield=True):
+                await call.kill()
+    except trio.Cancelled:
+        cancelled = True
+        raise
+    finally:
+        with trio.CancelScope(shield=True):
+            if not call.exited.is_set():
+                await _force_reap(call)
+            # A last look: the status line and control messages left.
+            await _finish_reads(call, status)
+            for stream in (stdin, stdout, stderr, status):
+                await stream.aclose()
+            trio.lowlevel.notify_closing(ctl_r)
+            os.close(ctl_r)
+        if cancelled and call.reason is None:
+            call.reason = "killed"
+    wall = time.monotonic() - started
+    return _outcome(call, wall)
+
+
+async def _wait_pid(pid: int) -> None:
+    """Wait for ``pid`` to exit and reap it, without blocking the event loop."""
+    pidfd = os.pidfd_open(pid)
+    try:
+        while os.waitpid(pid, os.WNOHANG) == (0, 0):  # noqa: ASYNC222 (WNOHANG)
+            await trio.lowlevel.wait_readable(pidfd)
+    finally:
+        trio.lowlevel.notify_closing(pidfd)
+        os.close(pidfd)
+
+
+async def _force_reap(call: _Call) -> None:
+    """The call was cancelled before its exit was seen: end it and reap it."""
+    try:
+        os.kill(call.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    with trio.move_on_after(KILL_GRACE) as grace:
+        await _wait_pid(call.pid)
+    if grace.cancelled_caught:
+        try:
+            os.killpg(call.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        await _wait_pid(call.pid)
+    call.exited.set()
+
+
+async def _finish_reads(call: _Call, status: trio.lowlevel.FdStream) -> None:
+    call.drain_control()
+    if call.status is None:
+        # The tree is dead, so the status pipe is at its end or close to it.
+        with trio.move_on_after(0.5):
+            try:
+                while chunk := await status.receive_some(CHUNK):
+                    call.status_buf += chunk
+            except (trio.ClosedResourceError, trio.BusyResourceError):
+                pass
+        call.parse_status()
+
+
+def _outcome(call: _Call, wall: float) -> Outcome:
+    st = call.status or {}
+    exit_code: int | None = st.get("exit")
+    sig: int | None = st.get("signal") or None
+    if exit_code is not None and exit_code < 0:
+        exit_code = None
+    usage = Usage(
+        wall=wall,
+        cpu=float(st.get("utime", 0.0)) + float(st.get("stime", 0.0)),
+        memory=int(st.get("maxrss_kb", 0)) * 1024,
+        bytes_in=call.bytes_in,
+        bytes_out=call.bytes_out,
+    )
+    reason, message = call.reason, call.message
+    stderr = bytes(call.stderr_tail)
+    if reason is None:
+        if st.get("exec_errno"):
+            reason = "spawn"
+            message = f"could not run the interpreter: {os.strerror(int(st['exec_errno']))}"
+        elif not st:
+            reason, message = "spawn", "the launcher ended without a status"
+        elif sig:
+            reason = "signal"
+            message = f"the script was killed by {signal_name(sig)}"
+            if sig == signal.SIGXCPU:
+                reason, message = "cpu", "the script ran over its CPU time limit"
+            elif sig == signal.SIGXFSZ:
+                reason = "file_size"
+                message = "the script wrote a file larger than its file-size limit"
+            elif sig in _MEMORY_SIGNALS and _memory_failure(call, stderr, usage):
+                reason, message = "memory", "the script ran out of its memory limit"
+        elif exit_code:
+            reason = "exit"
+            message = f"the script exited with status {exit_code}"
+            if _memory_failure(call, stderr, usage):
+                reason, message = "memory", "the script ran out of its memory limit"
+        else:
+            reason = "ok"
+    return Outcome(
+        reason=reason,
+        exit_code=exit_code,
+        signal=sig,
+        usage=usage,
+        head=call.control.head.build(),
+        head_sent=call.head_sent,
+        message=message,
+        stderr=stderr,
+    )
+
+
+def _memory_failure(call: _Call, stderr: bytes, usage: Usage) -> bool:
+    limit = call.spawn.memory
+    if limit is None:
+        return False
+    return bool(_MEMORY_ERRORS.search(stderr[-4096:])) or usage.memory >= limit * 0.9

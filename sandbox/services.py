@@ -1,0 +1,165 @@
+"""Services: scripts served over HTTP, one script or a folder of them.
+
+A service is a script file plus its language. The engine runs a staged copy
+(readable by the sandbox uid); with ``watch`` the copy is refreshed when the
+file changes on disk.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import ConfigError, NotFound, StackError
+from .languages import Language, Registry
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+@dataclass(frozen=True)
+class ServiceOptions:
+    """How services are run.
+
+    Attributes:
+        language: force this language instead of detecting it.
+        cgi: read ``Status:`` and headers from the top of stdout.
+        watch: re-read a script from disk when it changes.
+        env: environment given to every call of these services.
+    """
+
+    language: str | None = None
+    cgi: bool = False
+    watch: bool = False
+    env: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Service:
+    """One script served over HTTP."""
+
+    name: str
+    source: Path
+    language: Language
+    staged: Path
+    cgi: bool
+    env: Mapping[str, str]
+    _mtime: float = 0.0
+
+    def refresh(self) -> None:
+        """Copy the script again if it changed on disk (blocking, cheap when unchanged).
+
+        Raises:
+            NotFound: the script was removed.
+        """
+        try:
+            mtime = self.source.stat().st_mtime
+        except FileNotFoundError as exc:
+            raise NotFound(f"the script of service {self.name!r} was removed") from exc
+        if mtime != self._mtime:
+            _stage(self.source, self.staged)
+            self._mtime = mtime
+
+
+def _stage(source: Path, target: Path) -> None:
+    """Copy a script where the sandbox uid can read it, atomically."""
+    target.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+    temporary = target.with_name(f".{target.name}.tmp")
+    shutil.copyfile(source, temporary)
+    os.chmod(temporary, 0o644)
+    os.replace(temporary, target)
+
+
+class Services:
+    """The services of one server: a single script, or every script of a folder."""
+
+    def __init__(self, registry: Registry, stage_dir: Path, options: ServiceOptions) -> None:
+        self.registry = registry
+        self.stage_dir = stage_dir
+        self.options = options
+        self.single: Service | None = None
+        self.folder: Path | None = None
+        self._services: dict[str, Service] = {}
+
+    @classmethod
+    def from_path(cls, path: Path, registry: Registry, stage_dir: Path,
+                  options: ServiceOptions) -> Services:  # fmt: skip
+        """Serve ``path``: a script (at every URL) or a folder (each script at ``/<name>``).
+
+        Raises:
+            ConfigError: the path does not exist.
+            UnknownLanguage: a single script of an unknown language.
+        """
+        services = cls(registry, stage_dir, options)
+        if path.is_file():
+            services.single = services._load(path, name=path.stem)
+        elif path.is_dir():
+            services.folder = path
+            services.scan()
+        else:
+            raise ConfigError(f"{path} is neither a script nor a folder")
+        return services
+
+    def scan(self) -> list[str]:
+        """(Re)load the folder's scripts; returns a line per file skipped and why."""
+        assert self.folder is not None
+        skipped: list[str] = []
+        found: dict[str, Service] = {}
+        for path in sorted(self.folder.iterdir()):
+            if not path.is_file() or path.name.startswith(".") or path.suffix in (".md", ".yaml"):
+                continue
+            name = path.stem
+            if not _NAME.match(name):
+                skipped.append(f"{path.name}: not a usable URL name")
+                continue
+            if name in found:
+                skipped.append(f"{path.name}: /{name} is already {found[name].source.name}")
+                continue
+            try:
+                found[name] = self._load(path, name=name)
+            except StackError as exc:
+                skipped.append(f"{path.name}: {exc.message}")
+        self._services = found
+        return skipped
+
+    def _load(self, path: Path, *, name: str) -> Service:
+        if self.options.language:
+            language = self.registry.get(self.options.language)
+        else:
+            with path.open("rb") as handle:
+                head = handle.read(256)
+            language = self.registry.detect(path.name, head)
+        staged = self.stage_dir / name / path.name
+        service = Service(name, path, language, staged, self.options.cgi, self.options.env)
+        service.refresh()
+        return service
+
+    def __iter__(self) -> Iterator[Service]:
+        if self.single is not None:
+            yield self.single
+        else:
+            yield from self._services.values()
+
+    def route(self, path: str) -> tuple[Service, str, str]:
+        """The service for a URL path, with its SCRIPT_NAME and PATH_INFO.
+
+        Raises:
+            NotFound: no service there.
+        """
+        if self.single is not None:
+            return self.single, "", path
+        parts = path.lstrip("/").split("/", 1)
+        name = parts[0]
+        if self.options.watch and self.folder is not None and name not in self._services:
+            candidates = [p for p in self.folder.glob(f"{name}.*") if p.is_file()]
+            if candidates:
+                self.scan()
+        service = self._services.get(name)
+        if service is None:
+            known = ", ".join("/" + n for n in sorted(self._services)) or "none"
+            raise NotFound(f"no service at /{name}; services: {known}")
+        rest = "/" + parts[1] if len(parts) > 1 else ""
+        return service, "/" + name, rest
