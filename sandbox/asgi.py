@@ -193,7 +193,9 @@ class _HttpIO:
                 await self._send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
-def _head_headers(head: Head, request_id: str, outcome: Outcome | None) -> list[tuple[bytes, bytes]]:
+def _head_headers(
+    head: Head, request_id: str, outcome: Outcome | None
+) -> list[tuple[bytes, bytes]]:
     headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in head.headers]
     names = {k.lower() for k, _ in head.headers}
     if "content-type" not in names:
@@ -395,7 +397,7 @@ class StackApp:
         listing = [
             {
                 "name": s.name,
-                "path": "/" + s.name,
+                "path": self.services.path_of(s),
                 "language": s.language.name,
                 "file": s.source.name,
             }

@@ -1,7 +1,7 @@
 """The ``stack`` command line.
 
-    stack SCRIPT|DIR [options]     serve a script, or every script of a folder
-    stack languages                list languages and what is installed
+stack SCRIPT|DIR [options]     serve a script, or every script of a folder
+stack languages                list languages and what is installed
 """
 
 from __future__ import annotations
@@ -39,23 +39,54 @@ def _serve_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("path", type=Path, help="a script, or a folder of scripts")
     parser.add_argument("--help", action="help", help="show this help and exit")
-    parser.add_argument("-p", "--port", type=int, default=3000,
-                        help="port (default 3000; if taken, the next free one)")
-    parser.add_argument("-h", "--host", default="127.0.0.1",
-                        help="address to listen on (default 127.0.0.1)")
-    parser.add_argument("-t", "--timeout", default=None,
-                        help="wall-clock limit per call: milliseconds, or with a unit (5s)")
+    parser.add_argument(
+        "-p",
+        "--port",
+        type=int,
+        default=3000,
+        help="port (default 3000; if taken, the next free one)",
+    )
+    parser.add_argument(
+        "-h", "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)"
+    )
+    parser.add_argument(
+        "-t",
+        "--timeout",
+        default=None,
+        help="wall-clock limit per call: milliseconds, or with a unit (5s)",
+    )
     parser.add_argument("-l", "--language", help="language of the script(s), instead of detecting")
-    parser.add_argument("-w", "--watch", action="store_true",
-                        help="re-read scripts from disk when they change")
-    parser.add_argument("-v", "--verbose", action="store_true",
-                        help="log each call: method, path, status, wall/CPU time, peak memory")
-    parser.add_argument("--cgi", action="store_true",
-                        help="CGI mode: read Status: and headers from the top of stdout")
-    parser.add_argument("--isolate", choices=("auto", "bwrap", "none"), default="auto",
-                        help="sandbox each call with bubblewrap (auto: when it works)")
-    parser.add_argument("--debug", action="store_true",
-                        help="put the script's stderr into error responses")
+    parser.add_argument(
+        "-w", "--watch", action="store_true", help="re-read scripts from disk when they change"
+    )
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="log each call: method, path, status, wall/CPU time, peak memory",
+    )
+    parser.add_argument(
+        "--cgi",
+        action="store_true",
+        help="CGI mode: read Status: and headers from the top of stdout",
+    )
+    parser.add_argument(
+        "--isolate",
+        choices=("auto", "bwrap", "none"),
+        default="auto",
+        help="sandbox each call with bubblewrap (auto: when it works)",
+    )
+    parser.add_argument(
+        "--debug", action="store_true", help="put the script's stderr into error responses"
+    )
+    parser.add_argument(
+        "--registry",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="an extra folder of language YAML files (repeatable)",
+    )
     parser.add_argument("--version", action="version", version=f"stack {__version__}")
     return parser  # fmt: skip
 
@@ -136,7 +167,9 @@ def serve_path(args: argparse.Namespace) -> int:
     limits = Limits()
     if args.timeout is not None:
         limits = Limits.from_mapping({"timeout": parse_duration(args.timeout)}, base=limits)
-    config = EngineConfig(isolate=args.isolate, limits=limits)
+    config = EngineConfig(
+        isolate=args.isolate, limits=limits, language_dirs=tuple(args.registry)
+    )
     options = ServiceOptions(language=args.language, cgi=args.cgi, watch=args.watch)
     path: Path = args.path
     if not path.exists():

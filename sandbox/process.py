@@ -87,8 +87,9 @@ class Outcome:
         reason: one of :data:`REASONS`: ``ok`` (exit 0), ``exit`` (non-zero
             exit), ``signal`` (killed by a signal), ``timeout`` (wall limit),
             ``cpu`` (CPU limit), ``memory`` (memory limit), ``output`` (output
-            limit), ``file_size`` (file-size limit), ``killed`` (the caller went away), ``error`` (the script
-            reported an error on fd 3), ``spawn`` (it could not start).
+            limit), ``file_size`` (file-size limit), ``killed`` (the caller
+            went away), ``error`` (the script reported an error on fd 3),
+            ``spawn`` (it could not start).
         exit_code: the exit status, or None when killed by a signal.
         signal: the signal number that ended it, or None.
         usage: what it used.

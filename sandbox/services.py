@@ -18,6 +18,7 @@ from .errors import ConfigError, NotFound, StackError
 from .languages import Language, Registry
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_NOT_SCRIPTS = {".md", ".txt", ".yaml", ".yml", ".json", ".html"}
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,8 @@ class Services:
         self.single: Service | None = None
         self.folder: Path | None = None
         self._services: dict[str, Service] = {}
+        self._aliases: dict[str, str] = {}
+        self._ambiguous: dict[str, list[str]] = {}
 
     @classmethod
     def from_path(cls, path: Path, registry: Registry, stage_dir: Path,
@@ -104,24 +107,31 @@ class Services:
         return services
 
     def scan(self) -> list[str]:
-        """(Re)load the folder's scripts; returns a line per file skipped and why."""
+        """(Re)load the folder's scripts; returns a line per file skipped and why.
+
+        Each script is served at ``/<file name>`` (``/hello.py``), and also at
+        ``/<stem>`` (``/hello``) when no other script shares that stem.
+        """
         assert self.folder is not None
         skipped: list[str] = []
         found: dict[str, Service] = {}
+        stems: dict[str, list[str]] = {}
         for path in sorted(self.folder.iterdir()):
-            if not path.is_file() or path.name.startswith(".") or path.suffix in (".md", ".yaml"):
+            if not path.is_file() or path.name.startswith(".") or path.suffix in _NOT_SCRIPTS:
                 continue
-            name = path.stem
-            if not _NAME.match(name):
+            if not _NAME.match(path.name):
                 skipped.append(f"{path.name}: not a usable URL name")
                 continue
-            if name in found:
-                skipped.append(f"{path.name}: /{name} is already {found[name].source.name}")
-                continue
             try:
-                found[name] = self._load(path, name=name)
+                found[path.name] = self._load(path, name=path.name)
             except StackError as exc:
                 skipped.append(f"{path.name}: {exc.message}")
+                continue
+            stems.setdefault(path.stem, []).append(path.name)
+        self._aliases = {
+            stem: names[0] for stem, names in stems.items() if len(names) == 1 and stem not in found
+        }
+        self._ambiguous = {stem: names for stem, names in stems.items() if len(names) > 1}
         self._services = found
         return skipped
 
@@ -136,6 +146,17 @@ class Services:
         service = Service(name, path, language, staged, self.options.cgi, self.options.env)
         service.refresh()
         return service
+
+    def path_of(self, service: Service) -> str:
+        """The shortest URL path a service is served at."""
+        for alias, name in self._aliases.items():
+            if name == service.name:
+                return "/" + alias
+        return "/" + service.name
+
+    def names(self) -> list[str]:
+        """Every URL name served (file names and unique stems)."""
+        return sorted([*self._services, *self._aliases])
 
     def __iter__(self) -> Iterator[Service]:
         if self.single is not None:
@@ -153,13 +174,16 @@ class Services:
             return self.single, "", path
         parts = path.lstrip("/").split("/", 1)
         name = parts[0]
-        if self.options.watch and self.folder is not None and name not in self._services:
-            candidates = [p for p in self.folder.glob(f"{name}.*") if p.is_file()]
-            if candidates:
+        known = name in self._services or name in self._aliases
+        if self.options.watch and self.folder is not None and not known:
+            if (self.folder / name).is_file() or any(self.folder.glob(f"{name}.*")):
                 self.scan()
-        service = self._services.get(name)
+        service = self._services.get(name) or self._services.get(self._aliases.get(name, ""))
         if service is None:
-            known = ", ".join("/" + n for n in sorted(self._services)) or "none"
+            if name in self._ambiguous:
+                choices = ", ".join("/" + n for n in self._ambiguous[name])
+                raise NotFound(f"/{name} is ambiguous; use one of {choices}")
+            known = ", ".join("/" + n for n in self.names()) or "none"
             raise NotFound(f"no service at /{name}; services: {known}")
         rest = "/" + parts[1] if len(parts) > 1 else ""
         return service, "/" + name, rest

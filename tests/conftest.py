@@ -131,3 +131,19 @@ def no_leftover_processes() -> Any:
         time.sleep(0.1)
         left = _leftovers()
     assert not left, f"processes left running after the test: {left}"
+
+
+_SKIPPED: list[str] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.skipped:
+        _SKIPPED.append(report.nodeid)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """In CI every tool is installed, so a skipped test is a failure."""
+    if os.environ.get("CI") and _SKIPPED and exitstatus == 0:
+        print(f"\nCI: {len(_SKIPPED)} test(s) skipped; .ci/run installs every tool, so this "
+              f"is a failure: {_SKIPPED[:10]}")  # fmt: skip
+        session.exitstatus = 1

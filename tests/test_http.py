@@ -26,7 +26,8 @@ async def test_hello_and_request_id(server, client, script):
     assert response.text == "Hello, Bob!\n"
     assert len(response.headers["x-request-id"]) >= 8
     usage = response.headers["x-stack-usage"]
-    assert "wall=" in usage and "cpu=" in usage and "memory=" in usage
+    for key in ("wall=", "cpu=", "memory="):
+        assert key in usage
 
 
 async def test_incoming_request_id_is_kept(server, client, script):
@@ -308,11 +309,13 @@ async def test_folder_serves_each_script_and_lists_them(server, client, tmp_path
         a = await client.get(url + "/a/x/y")
         b = await client.get(url + "/b")
         missing = await client.get(url + "/zzz")
-    assert {s["name"] for s in index.json()["services"]} == {"a", "b"}
+        by_file = await client.get(url + "/a.sh")
+    assert {s["path"] for s in index.json()["services"]} == {"/a", "/b"}
     assert a.text == "A /x/y\n"
     assert b.text == "B /b\n"
     assert missing.status_code == 404
     assert "/a" in missing.json()["message"]
+    assert by_file.text == "A\n"
 
 
 async def test_watch_rereads_the_script(server, client, script):
@@ -334,7 +337,8 @@ async def test_body_over_the_limit_is_413(server, client, script):
         ok = await client.post(url, content=b"x" * 1000)
     assert response.status_code == 413
     assert response.json()["error"] == "body_too_large"
-    assert ok.status_code == 200 and len(ok.content) == 1000
+    assert ok.status_code == 200
+    assert len(ok.content) == 1000
 
 
 @pytest.mark.parametrize("isolate", ["none", "bwrap"])

@@ -1,0 +1,7 @@
+"""``python -m sandbox`` is the ``stack`` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

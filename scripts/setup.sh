@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Sets up stack on a fresh Debian/Ubuntu machine: the interpreters, bubblewrap,
+# a C compiler (for the process launcher), a virtualenv in .venv with stack
+# and its test tools. Safe to run again: it only installs what is missing.
+#
+#   scripts/setup.sh            # everything
+#   SKIP_APT=1 scripts/setup.sh # only the virtualenv (no root needed)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PACKAGES=(
+  bash dash perl tcl ruby php-cli lua5.4 nodejs python3 python3-venv
+  bubblewrap util-linux procps gcc libc6-dev ca-certificates
+)
+
+if [[ -z "${SKIP_APT:-}" ]]; then
+  missing=()
+  for pkg in "${PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+  done
+  if ((${#missing[@]})); then
+    echo "setup: installing ${missing[*]}" >&2
+    SUDO=""
+    if [[ $(id -u) -ne 0 ]]; then SUDO="sudo"; fi
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+fi
+
+PYTHON="${PYTHON:-python3}"
+if [[ ! -x .venv/bin/python ]]; then
+  "$PYTHON" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --disable-pip-version-check -U pip >/dev/null
+.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test]"
+echo "setup: done; run .venv/bin/stack --help" >&2

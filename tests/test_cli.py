@@ -1,0 +1,181 @@
+"""The `stack` command as a user runs it: a real subprocess, real HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+
+STACK = [sys.executable, "-m", "sandbox"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def stack_server(*args: str) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    """Run `stack ARGS`; yield the URL it prints and the process."""
+    proc = subprocess.Popen(
+        [*STACK, *args], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True
+    )
+    assert proc.stderr is not None
+    try:
+        deadline = time.monotonic() + 30
+        url = None
+        while time.monotonic() < deadline:
+            line = proc.stderr.readline()
+            if not line:
+                break
+            if " at http://" in line:
+                url = line.split(" at ", 1)[1].split()[0].rstrip("/")
+                break
+        assert url, f"stack did not print its URL (exit {proc.poll()})"
+        yield url, proc
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        proc.stderr.close()
+
+
+def test_languages_lists_each_with_version_or_package():
+    done = subprocess.run([*STACK, "languages"], capture_output=True, text=True, check=True)
+    lines = {line.split()[0]: line for line in done.stdout.splitlines()}
+    for name in ("bash", "sh", "javascript", "python", "php", "ruby", "lua", "perl", "tcl"):
+        assert name in lines
+    assert ".py" in lines["python"]
+    assert any(ch.isdigit() for ch in lines["bash"])
+    as_json = json.loads(
+        subprocess.run([*STACK, "languages", "--json"], capture_output=True, text=True,
+                       check=True).stdout  # fmt: skip
+    )
+    assert {row["name"] for row in as_json} >= {"bash", "python"}
+
+
+def test_languages_says_what_to_install(tmp_path: Path):
+    (tmp_path / "ghost.yaml").write_text(
+        "name: ghost\ninterpreter: ghost-interp-xyz\npackage: ghost-pkg\n"
+        "extensions: [.ghost]\nrun: ['{interpreter}', '{script}']\n"
+    )
+    done = subprocess.run(
+        [*STACK, "languages", "--registry", str(tmp_path)], capture_output=True, text=True,
+        check=True,
+    )  # fmt: skip
+    line = next(line for line in done.stdout.splitlines() if line.startswith("ghost"))
+    assert "missing" in line
+    assert "apt-get install ghost-pkg" in line
+
+
+def test_serves_a_script_with_port_host_and_verbose_log(tmp_path: Path):
+    script = tmp_path / "hello.sh"
+    script.write_text('echo "Hello, ${Hook_params_name:-world}!"\n')
+    port = free_port()
+    with stack_server(str(script), "-p", str(port), "-h", "127.0.0.1", "-v",
+                      "--isolate", "none") as (url, proc):  # fmt: skip
+        assert url == f"http://127.0.0.1:{port}"
+        response = httpx.get(url + "/?name=Ann")
+        assert response.text == "Hello, Ann!\n"
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=15)
+        assert proc.stderr is not None
+        log = proc.stderr.read()
+    assert proc.returncode == 0
+    assert "GET / 200 ok wall=" in log
+    assert "cpu=" in log
+    assert "mem=" in log
+
+
+def test_taken_port_moves_to_the_next_free_one(tmp_path: Path):
+    script = tmp_path / "hello.sh"
+    script.write_text("echo hi\n")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with stack_server(str(script), "-p", str(port), "--isolate", "none") as (url, _):
+            assert int(url.rsplit(":", 1)[1]) > port
+            assert httpx.get(url).text == "hi\n"
+
+
+def test_timeout_flag_takes_milliseconds_and_units(tmp_path: Path):
+    script = tmp_path / "slow.sh"
+    script.write_text("sleep 20\n")
+    for flag in ("300", "0.3s"):
+        with stack_server(str(script), "-p", "0", "-t", flag, "--isolate", "none") as (url, _):
+            started = time.monotonic()
+            response = httpx.get(url, timeout=30)
+            assert response.status_code == 504
+            assert time.monotonic() - started < 5
+            assert "0.3 s" in response.json()["message"]
+
+
+def test_language_flag_overrides_detection(tmp_path: Path):
+    script = tmp_path / "noext"
+    script.write_text("print('from python')\n")
+    with stack_server(str(script), "-p", "0", "-l", "python", "--isolate", "none") as (url, _):
+        assert httpx.get(url).text == "from python\n"
+
+
+def test_shebang_detection(tmp_path: Path):
+    script = tmp_path / "tool"
+    script.write_text("#!/usr/bin/env python3\nprint('shebang')\n")
+    with stack_server(str(script), "-p", "0", "--isolate", "none") as (url, _):
+        assert httpx.get(url).text == "shebang\n"
+
+
+def test_unknown_extension_is_a_clear_error(tmp_path: Path):
+    script = tmp_path / "thing.xyz"
+    script.write_text("hello\n")
+    done = subprocess.run([*STACK, str(script)], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2
+    assert "cannot tell the language of 'thing.xyz'" in done.stderr
+    assert ".py" in done.stderr
+    assert "--language" in done.stderr
+
+
+def test_missing_path_is_a_clear_error(tmp_path: Path):
+    done = subprocess.run([*STACK, str(tmp_path / "nope.py")], capture_output=True, text=True)
+    assert done.returncode == 2
+    assert "no such file or folder" in done.stderr
+
+
+def test_extra_registry_adds_a_language_without_code(tmp_path: Path):
+    registry = tmp_path / "registry"
+    registry.mkdir()
+    (registry / "shout.yaml").write_text(
+        "name: shout\ninterpreter: bash\nextensions: [.shout]\n"
+        "run: ['{interpreter}', '-c', 'tr a-z A-Z < \"$0\"', '{script}']\n"
+    )
+    script = tmp_path / "msg.shout"
+    script.write_text("quiet words\n")
+    with stack_server(str(script), "-p", "0", "--registry", str(registry),
+                      "--isolate", "none") as (url, _):  # fmt: skip
+        assert httpx.get(url).text == "QUIET WORDS\n"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="checks the uid drop, which needs root")
+def test_sigterm_leaves_nothing_running(tmp_path: Path):
+    script = tmp_path / "slow.sh"
+    script.write_text("echo start\nsleep 30\n")
+    with stack_server(str(script), "-p", "0", "--isolate", "none") as (url, proc):
+        with httpx.stream("GET", url, timeout=30) as response:
+            assert next(response.iter_raw()) == b"start\n"
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=20)
+    assert proc.returncode == 0
