@@ -210,6 +210,8 @@ int main(int argc, char **argv) {
         prctl(PR_SET_PDEATHSIG, SIGKILL);
         for (int i = 0; i < nlimits; i++) {
             struct rlimit rl = {limits[i].value, limits[i].value};
+            /* CPU: SIGXCPU at the limit (a clear reason), SIGKILL a second later. */
+            if (limits[i].resource == RLIMIT_CPU) rl.rlim_max = rl.rlim_cur + 1;
             if (setrlimit(limits[i].resource, &rl) != 0) goto fail;
         }
         if (gid >= 0 && (setgroups(0, NULL) != 0 || setresgid(gid, gid, gid) != 0)) goto fail;

@@ -148,6 +148,7 @@ class _HttpIO:
                 await self._start(None)
 
     async def end_body(self) -> None:
+        # The script sent ``end`` on fd 3: the response is complete now.
         async with self._lock:
             self.body_done = True
             if self.started and not self.ended:
@@ -184,11 +185,16 @@ class _HttpIO:
             await self._send({"type": "http.response.body", "body": body, "more_body": True})
 
     async def finish(self, outcome: Outcome) -> None:
-        """The call is over: send what is still held, with the usage."""
+        """The call is over: send what is still held, with the usage.
+
+        A body cut by a failure is not completed: returning without the last
+        body message makes the server abort the response, so the client sees
+        it is incomplete instead of taking a cut body for a whole one.
+        """
         async with self._lock:
             if not self.started:
                 await self._start(outcome)
-            if not self.ended:
+            if not self.ended and outcome.ok:
                 self.ended = True
                 await self._send({"type": "http.response.body", "body": b"", "more_body": False})
 
@@ -309,7 +315,7 @@ class StackApp:
             await trio.to_thread.run_sync(service.refresh)
         self.engine.interpreter(service.language)  # fail early: InterpreterMissing
         info = _request_info(scope, root + script_name, path_info)
-        limits = self.engine.config.limits
+        limits = self.engine.limits_for(service.limits)
         length = info.header("content-length")
         if length is not None and length.isdigit() and limits.body is not None:
             if int(length) > limits.body:
@@ -342,6 +348,7 @@ class StackApp:
                 env=env,
                 request_id=request_id,
                 cgi=service.cgi,
+                network=service.network,
                 stdin=stdin,
             )
             return await self._run(call, invocation, body, kind == "raw", send, request_id)
@@ -379,7 +386,7 @@ class StackApp:
                 await io.finish(outcome)
                 if not outcome.ok:
                     log.warning(
-                        "[%s] call failed after its body started: %s",
+                        "[%s] call failed after its body started (response aborted): %s",
                         request_id,
                         outcome.message,
                     )
@@ -485,7 +492,11 @@ async def open_app(path: Path, config: EngineConfig | None = None,
     """Open an engine and a :class:`StackApp` serving the script or folder at ``path``."""
     async with open_engine(config) as engine:
         services = Services.from_path(
-            path, engine.registry, engine.base / "scripts", options or ServiceOptions()
+            path,
+            engine.registry,
+            engine.base / "scripts",
+            options or ServiceOptions(),
+            check_limits=engine.limits_for,
         )
         yield StackApp(engine, services, debug=debug)
 

@@ -18,10 +18,10 @@ import trio
 
 from . import __version__
 from .asgi import open_app
-from .engine import EngineConfig
-from .errors import StackError
+from .config import Config
+from .errors import ConfigError, StackError
 from .languages import Registry
-from .limits import Limits, parse_duration
+from .limits import parse_duration
 from .server import bind, serve, wait_for_signal
 from .services import ServiceOptions
 
@@ -71,24 +71,97 @@ def _serve_parser() -> argparse.ArgumentParser:
         help="CGI mode: read Status: and headers from the top of stdout",
     )
     parser.add_argument(
-        "--isolate",
-        choices=("auto", "bwrap", "none"),
-        default="auto",
-        help="sandbox each call with bubblewrap (auto: when it works)",
-    )
-    parser.add_argument(
         "--debug", action="store_true", help="put the script's stderr into error responses"
     )
-    parser.add_argument(
-        "--registry",
-        type=Path,
-        action="append",
-        default=[],
-        metavar="DIR",
-        help="an extra folder of language YAML files (repeatable)",
-    )
+    _add_config_flags(parser)
     parser.add_argument("--version", action="version", version=f"stack {__version__}")
     return parser  # fmt: skip
+
+
+_LIMIT_FLAGS = {
+    "cpu": "CPU seconds per call (RLIMIT_CPU), e.g. 10s",
+    "memory": "memory per call, e.g. 512MiB (RLIMIT_AS, or RLIMIT_DATA for JIT runtimes)",
+    "processes": "processes and threads per call (RLIMIT_NPROC; when running as root)",
+    "file-size": "largest file a call may write, e.g. 64MiB",
+    "open-files": "open file descriptors per call",
+    "output": "stdout bytes per call; past it the stream is cut",
+    "body": "request body bytes; past it 413",
+}
+
+
+def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """Flags shared by every command that runs calls; they override --config."""
+    group = parser.add_argument_group("limits and configuration")
+    group.add_argument(
+        "--config", type=Path, metavar="FILE", help="a YAML config file (see README: Configuration)"
+    )
+    group.add_argument(
+        "--isolate",
+        choices=("auto", "bwrap", "none"),
+        default=None,
+        help="sandbox each call with bubblewrap (default auto: when it works)",
+    )
+    for name, text in _LIMIT_FLAGS.items():
+        group.add_argument(f"--{name}", metavar="N", help=text)
+    group.add_argument("--max-running", type=int, metavar="N", help="calls running at once")
+    group.add_argument(
+        "--max-queue",
+        type=int,
+        metavar="N",
+        help="calls waiting for a slot; past it 503 with Retry-After",
+    )
+    group.add_argument(
+        "--network", action="store_true", default=None, help="let calls use the network under bwrap"
+    )
+    group.add_argument(
+        "-e",
+        "--env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an environment variable for every call (repeatable)",
+    )
+    group.add_argument("--registry", type=Path, action="append", default=[], metavar="DIR",
+                       help="an extra folder of language YAML files (repeatable)")  # fmt: skip
+
+
+def load_config(args: argparse.Namespace) -> Config:
+    """The config file (if any) with the command-line flags on top.
+
+    Raises:
+        ConfigError: a bad file, flag or value.
+    """
+    config = Config.from_file(args.config) if args.config else Config()
+    data: dict[str, Any] = {}
+    limits: dict[str, Any] = {}
+    timeout = getattr(args, "timeout", None)
+    if timeout is not None:
+        limits["timeout"] = parse_duration(timeout)
+    for name in _LIMIT_FLAGS:
+        value = getattr(args, name.replace("-", "_"))
+        if value is not None:
+            limits[name.replace("-", "_")] = value
+    if limits:
+        data["limits"] = limits
+    if args.isolate is not None:
+        data["isolate"] = args.isolate
+    if args.max_running is not None:
+        data["max_running"] = args.max_running
+    if args.max_queue is not None:
+        data["max_queue"] = args.max_queue
+    if args.network:
+        data["network"] = True
+    if args.registry:
+        data["registry"] = [str(d) for d in args.registry]
+    env = {}
+    for item in args.env:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--env takes KEY=VALUE, got {item!r}")
+        env[key] = value
+    if env:
+        data["env"] = env
+    return Config.from_mapping(data, source="command line", base=config)
 
 
 def _languages_parser() -> argparse.ArgumentParser:
@@ -164,13 +237,9 @@ def _configure_logging(verbose: bool) -> None:
 def serve_path(args: argparse.Namespace) -> int:
     """``stack SCRIPT|DIR``: serve it until SIGINT/SIGTERM."""
     _configure_logging(args.verbose)
-    limits = Limits()
-    if args.timeout is not None:
-        limits = Limits.from_mapping({"timeout": parse_duration(args.timeout)}, base=limits)
-    config = EngineConfig(
-        isolate=args.isolate, limits=limits, language_dirs=tuple(args.registry)
-    )
-    options = ServiceOptions(language=args.language, cgi=args.cgi, watch=args.watch)
+    full = load_config(args)
+    config = full.engine
+    options = ServiceOptions(language=args.language, cgi=args.cgi, watch=args.watch, env=full.env)
     path: Path = args.path
     if not path.exists():
         print(f"stack: {path}: no such file or folder", file=sys.stderr)

@@ -349,6 +349,7 @@ class Call:
             timeout=limits.timeout,
             output=limits.output,
             memory=limits.memory,
+            cpu=math.ceil(limits.cpu) if limits.cpu is not None else None,
             cgi=inv.cgi,
             stdin_data=inv.stdin,
         )

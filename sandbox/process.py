@@ -145,7 +145,12 @@ class CallIO(Protocol):
         """Send body bytes (only after :meth:`send_head`)."""
 
     async def end_body(self) -> None:
-        """The body is complete (only after :meth:`send_head`)."""
+        """The script said the body is complete (``end`` on fd 3), before it exited.
+
+        Without it, the body is complete when the call's :class:`Outcome`
+        is returned and ``outcome.ok``; a front door should then abort, not
+        complete, a body that was cut by a failure.
+        """
 
     def on_event(self, event: Event) -> None:
         """A log line (stderr or fd 3) or an ignored control message."""
@@ -161,6 +166,7 @@ class Spawn:
         timeout: wall seconds, or None.
         output: stdout bytes allowed, or None.
         memory: the memory limit, to tell a memory failure from others.
+        cpu: the CPU limit in seconds, to tell a CPU failure from others.
         cgi: read the head from the top of stdout instead of fd 3.
         stdin_data: stdin to write before reading from the front door.
     """
@@ -170,6 +176,7 @@ class Spawn:
     timeout: float | None
     output: int | None = None
     memory: int | None = None
+    cpu: float | None = None
     cgi: bool = False
     stdin_data: bytes = b""
 
@@ -211,6 +218,7 @@ class _Call:
         self.exited = trio.Event()
         self.ctl_fd = -1
         self.ctl_eof = False
+        self.stdout_wait: trio.CancelScope | None = None
 
     # -- control channel ---------------------------------------------------
 
@@ -232,6 +240,8 @@ class _Call:
             if event.kind == "error" and self.reason is None:
                 self.reason = "error"
                 self.message = event.text
+            if event.kind == "end" and self.stdout_wait is not None:
+                self.stdout_wait.cancel()  # let the stdout pump end the body
             self.io.on_event(event)
 
     async def read_control(self) -> None:
@@ -261,31 +271,63 @@ class _Call:
         finally:
             await stream.aclose()
 
-    async def pump_stdout(self, stream: trio.lowlevel.FdStream, cancel: trio.CancelScope) -> None:
-        limit = self.spawn.output
+    async def pump_stdout(self, fd: int, cancel: trio.CancelScope) -> None:
+        """Forward stdout to the body until EOF; honour an ``end`` on fd 3.
+
+        An ``end`` message completes the body at once, after the stdout bytes
+        already written before it; later output is read and dropped.
+        """
         while True:
-            data = await stream.receive_some(CHUNK)
+            if self.control.ended and not self.body_ended:
+                # Everything written before ``end`` is in the pipe already.
+                while (data := self._read_now(fd)) is not None and data:
+                    if not await self._forward(data, cancel):
+                        return
+                await self._end_explicitly()
+            with trio.CancelScope() as self.stdout_wait:
+                await trio.lowlevel.wait_readable(fd)
+            self.stdout_wait = None
+            data = self._read_now(fd)
+            if data is None:
+                continue
             if not data:
                 break
-            if self.body_ended:
-                continue
-            if limit is not None and self.bytes_out + len(data) > limit:
-                data = data[: limit - self.bytes_out]
-                await self._body(data)
-                self.reason = "output"
-                self.message = f"the script wrote more than the output limit of {limit} bytes"
-                cancel.cancel()
+            if not self.body_ended and not await self._forward(data, cancel):
                 return
-            await self._body(data)
-            if self.control.ended and self.head_sent and not self.body_ended:
-                await self._end_body()
         if self.cgi is not None and not self.cgi.done:
             try:
                 self.cgi.finish()
             except ValueError as exc:
                 self._cgi_failed(str(exc))
-        if self.head_sent and not self.body_ended:
-            await self._end_body()
+
+    @staticmethod
+    def _read_now(fd: int) -> bytes | None:
+        """Bytes ready on ``fd``; b"" at EOF; None when nothing is ready."""
+        try:
+            return os.read(fd, CHUNK)
+        except BlockingIOError:
+            return None
+
+    async def _forward(self, data: bytes, cancel: trio.CancelScope) -> bool:
+        """Send stdout bytes on; False when the output limit was hit."""
+        limit = self.spawn.output
+        if limit is not None and self.bytes_out + len(data) > limit:
+            await self._body(data[: limit - self.bytes_out])
+            self.reason = "output"
+            self.message = f"the script wrote more than the output limit of {limit} bytes"
+            cancel.cancel()
+            return False
+        await self._body(data)
+        return True
+
+    async def _end_explicitly(self) -> None:
+        if not self.head_sent and self.reason != "error":
+            self.drain_control()
+            self.head_sent = True
+            await self.io.send_head(self.control.freeze())
+        self.body_ended = True
+        if self.head_sent:
+            await self.io.end_body()
 
     async def _body(self, data: bytes) -> None:
         self.bytes_out += len(data)
@@ -313,10 +355,6 @@ class _Call:
         if self.reason is None:
             self.reason = "error"
             self.message = f"bad CGI response: {why}"
-
-    async def _end_body(self) -> None:
-        self.body_ended = True
-        await self.io.end_body()
 
     async def pump_stderr(self, stream: trio.lowlevel.FdStream) -> None:
         pending = b""
@@ -414,9 +452,9 @@ async def run(spawn: Spawn, io: CallIO) -> Outcome:
     for fd in (stdin_r, stdout_w, stderr_w, ctl_w, status_w):
         os.close(fd)
     os.set_blocking(ctl_r, False)
+    os.set_blocking(stdout_r, False)
     call.ctl_fd = ctl_r
     stdin = trio.lowlevel.FdStream(stdin_w)
-    stdout = trio.lowlevel.FdStream(stdout_r)
     stderr = trio.lowlevel.FdStream(stderr_r)
     status = trio.lowlevel.FdStream(status_r)
     cancelled = False
@@ -434,7 +472,7 @@ async def run(spawn: Spawn, io: CallIO) -> Outcome:
                     pumps.start_soon(call.read_status, status)
 
                     async def outputs() -> None:
-                        await call.pump_stdout(stdout, scope)
+                        await call.pump_stdout(stdout_r, scope)
                         # The body is done; once the tree is dead nobody
                         # reads stdin, and the other pipes reach their end.
                         await call.exited.wait()
@@ -455,10 +493,11 @@ async def run(spawn: Spawn, io: CallIO) -> Outcome:
                 await _force_reap(call)
             # A last look: the status line and control messages left.
             await _finish_reads(call, status)
-            for stream in (stdin, stdout, stderr, status):
+            for stream in (stdin, stderr, status):
                 await stream.aclose()
-            trio.lowlevel.notify_closing(ctl_r)
-            os.close(ctl_r)
+            for fd in (ctl_r, stdout_r):
+                trio.lowlevel.notify_closing(fd)
+                os.close(fd)
         if cancelled and call.reason is None:
             call.reason = "killed"
     wall = time.monotonic() - started
@@ -530,8 +569,13 @@ def _outcome(call: _Call, wall: float) -> Outcome:
         elif sig:
             reason = "signal"
             message = f"the script was killed by {signal_name(sig)}"
-            if sig == signal.SIGXCPU:
-                reason, message = "cpu", "the script ran over its CPU time limit"
+            cpu_limit = call.spawn.cpu
+            over_cpu = cpu_limit is not None and usage.cpu >= cpu_limit
+            if sig == signal.SIGXCPU or (sig == signal.SIGKILL and over_cpu):
+                reason, message = (
+                    "cpu",
+                    f"the script ran over its CPU time limit of {cpu_limit:g} s",
+                )
             elif sig == signal.SIGXFSZ:
                 reason = "file_size"
                 message = "the script wrote a file larger than its file-size limit"

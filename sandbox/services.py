@@ -10,12 +10,16 @@ from __future__ import annotations
 import os
 import re
 import shutil
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 from .errors import ConfigError, NotFound, StackError
 from .languages import Language, Registry
+from .limits import Limits
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _NOT_SCRIPTS = {".md", ".txt", ".yaml", ".yml", ".json", ".html"}
@@ -40,7 +44,12 @@ class ServiceOptions:
 
 @dataclass
 class Service:
-    """One script served over HTTP."""
+    """One script served over HTTP.
+
+    Attributes:
+        limits: overrides of the server's default limits (from the sidecar).
+        network: network access under bwrap (None: the server's default).
+    """
 
     name: str
     source: Path
@@ -48,6 +57,8 @@ class Service:
     staged: Path
     cgi: bool
     env: Mapping[str, str]
+    limits: Mapping[str, Any] = field(default_factory=dict)
+    network: bool | None = None
     _mtime: float = 0.0
 
     def refresh(self) -> None:
@@ -74,6 +85,57 @@ def _stage(source: Path, target: Path) -> None:
     os.replace(temporary, target)
 
 
+_SIDECAR_KEYS = {"limits", "env", "network", "cgi", "language"}
+
+
+def sidecar_path(script: Path) -> Path:
+    """Where a script's settings live: ``hello.py`` -> ``hello.py.stack.yaml``."""
+    return script.with_name(script.name + ".stack.yaml")
+
+
+def load_sidecar(script: Path) -> dict[str, Any]:
+    """A script's own settings, or {} when it has none.
+
+        # hello.py.stack.yaml
+        limits: {timeout: 30s, memory: 1GiB}
+        env: {GREETING: hi}
+        network: true      # under bwrap
+        cgi: false
+        language: python
+
+    Raises:
+        ConfigError: a bad file, naming it and the key.
+    """
+    path = sidecar_path(script)
+    if not path.is_file():
+        return {}
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top")
+    unknown = set(data) - _SIDECAR_KEYS
+    if unknown:
+        raise ConfigError(
+            f"{path}: unknown key(s) {', '.join(sorted(unknown))}; "
+            f"known keys: {', '.join(sorted(_SIDECAR_KEYS))}"
+        )
+    for key in ("limits", "env"):
+        if not isinstance(data.get(key, {}), dict):
+            raise ConfigError(f"{path}: '{key}' must be a mapping")
+    data["env"] = {str(k): str(v) for k, v in data.get("env", {}).items()}
+    try:
+        Limits.from_mapping(data.get("limits", {}))
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc.message}") from exc
+    return data
+
+
+def _safe_dir(name: str) -> str:
+    return name.replace("/", "_") or "_"
+
+
 class Services:
     """The services of one server: a single script, or every script of a folder."""
 
@@ -83,13 +145,16 @@ class Services:
         self.options = options
         self.single: Service | None = None
         self.folder: Path | None = None
+        self.check_limits: Callable[[Mapping[str, Any]], object] | None = None
         self._services: dict[str, Service] = {}
         self._aliases: dict[str, str] = {}
         self._ambiguous: dict[str, list[str]] = {}
 
     @classmethod
     def from_path(cls, path: Path, registry: Registry, stage_dir: Path,
-                  options: ServiceOptions) -> Services:  # fmt: skip
+                  options: ServiceOptions,
+                  check_limits: Callable[[Mapping[str, Any]], object] | None = None,
+                  ) -> Services:  # fmt: skip
         """Serve ``path``: a script (at every URL) or a folder (each script at ``/<name>``).
 
         Raises:
@@ -97,6 +162,7 @@ class Services:
             UnknownLanguage: a single script of an unknown language.
         """
         services = cls(registry, stage_dir, options)
+        services.check_limits = check_limits
         if path.is_file():
             services.single = services._load(path, name=path.stem)
         elif path.is_dir():
@@ -136,14 +202,28 @@ class Services:
         return skipped
 
     def _load(self, path: Path, *, name: str) -> Service:
-        if self.options.language:
-            language = self.registry.get(self.options.language)
+        sidecar = load_sidecar(path)
+        language_name = sidecar.get("language") or self.options.language
+        if language_name:
+            language = self.registry.get(str(language_name))
         else:
             with path.open("rb") as handle:
                 head = handle.read(256)
             language = self.registry.detect(path.name, head)
-        staged = self.stage_dir / name / path.name
-        service = Service(name, path, language, staged, self.options.cgi, self.options.env)
+        staged = self.stage_dir / _safe_dir(name) / path.name
+        env = {**self.options.env, **sidecar.get("env", {})}
+        service = Service(
+            name,
+            path,
+            language,
+            staged,
+            bool(sidecar.get("cgi", self.options.cgi)),
+            env,
+            limits=sidecar.get("limits", {}),
+            network=sidecar.get("network"),
+        )
+        if self.check_limits is not None:
+            self.check_limits(service.limits)
         service.refresh()
         return service
 
@@ -183,7 +263,7 @@ class Services:
             if name in self._ambiguous:
                 choices = ", ".join("/" + n for n in self._ambiguous[name])
                 raise NotFound(f"/{name} is ambiguous; use one of {choices}")
-            known = ", ".join("/" + n for n in self.names()) or "none"
-            raise NotFound(f"no service at /{name}; services: {known}")
+            listing = ", ".join("/" + n for n in self.names()) or "none"
+            raise NotFound(f"no service at /{name}; services: {listing}")
         rest = "/" + parts[1] if len(parts) > 1 else ""
         return service, "/" + name, rest

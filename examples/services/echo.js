@@ -1,0 +1,3 @@
+module.exports = function (hook) {
+  hook.res.json(hook.params);
+};

@@ -1,0 +1,1 @@
+Hook['res'].json(Hook['params'])

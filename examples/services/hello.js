@@ -1,0 +1,3 @@
+module.exports = function (hook) {
+  hook.res.end(`Hello, ${hook.params.name || 'world'}!\n`);
+};

@@ -1,0 +1,1 @@
+print("Hello, " .. (Hook.params.name or "world") .. "!")

@@ -1,0 +1,2 @@
+<?php
+echo 'Hello, ', $Hook['params']['name'] ?? 'world', "!\n";

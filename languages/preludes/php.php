@@ -1,0 +1,59 @@
+<?php
+// stack prelude for PHP: php php.php SCRIPT [ARGS...]
+//
+// Loads the Hook from $STACK_HOOK into the global array $Hook ($Hook['params'],
+// $Hook['req'], $Hook['env']), defines stack_header() and stack_status() (fd 3
+// control messages), then requires SCRIPT in the global scope. Also fills
+// $_GET (the query) and $_REQUEST (all params), and makes $argv and $_SERVER
+// describe SCRIPT rather than this prelude. (header() and
+// http_response_code() do nothing in the CLI: use the stack_ functions.)
+
+// Open fd 3 before anything else opens a file: without it (a script run by
+// hand) control messages are dropped.
+$__stack_control = @fopen('php://fd/3', 'w');
+
+function __stack_send(array $message): void
+{
+    if (!$GLOBALS['__stack_control']) {
+        return;
+    }
+    flush(); // control and body stay in program order
+    $line = json_encode($message, JSON_UNESCAPED_SLASHES | JSON_INVALID_UTF8_SUBSTITUTE) . "\n";
+    if (@fwrite($GLOBALS['__stack_control'], $line) !== strlen($line)) {
+        $GLOBALS['__stack_control'] = false;
+    }
+}
+
+/** Set a response header; $value may be a string or a list of strings. */
+function stack_header(string $name, $value): void
+{
+    $value = is_array($value) ? array_map('strval', array_values($value)) : (string) $value;
+    __stack_send(['type' => 'setHeader', 'payload' => ['name' => $name, 'value' => $value]]);
+}
+
+/** Set the response status code. */
+function stack_status(int $code): void
+{
+    __stack_send(['type' => 'statusCode', 'payload' => ['value' => $code]]);
+}
+
+$Hook = ['params' => [], 'req' => [], 'env' => []];
+if (($__stack_path = getenv('STACK_HOOK')) !== false && $__stack_path !== '') {
+    $Hook = json_decode(file_get_contents($__stack_path), true, 512, JSON_THROW_ON_ERROR) + $Hook;
+}
+unset($__stack_path);
+$_GET = $Hook['req']['query'] ?? [];
+$_REQUEST = $Hook['params'];
+
+if ($argc < 2) {
+    fwrite(STDERR, "usage: php php.php SCRIPT [ARGS...]\n");
+    exit(2);
+}
+array_shift($argv);
+$argc = count($argv);
+$__stack_script = strpos($argv[0], '/') === false ? './' . $argv[0] : $argv[0];
+$_SERVER['argv'] = $argv;
+$_SERVER['argc'] = $argc;
+$_SERVER['SCRIPT_FILENAME'] = $_SERVER['PATH_TRANSLATED'] = $__stack_script;
+$_SERVER['SCRIPT_NAME'] = $_SERVER['PHP_SELF'] = getenv('SCRIPT_NAME') ?: $__stack_script;
+require $__stack_script;

@@ -1,0 +1,213 @@
+"""stack prelude for Python: python3 python.py SCRIPT [ARGS...]
+
+Loads the Hook from $STACK_HOOK, then runs SCRIPT as __main__ in this process
+with a global ``Hook`` dict: Hook['params'], Hook['req'], Hook['env'] and
+Hook['res'], whose methods write response control messages to fd 3.
+
+This runs before every call, so it imports nothing slow: ``json`` (it pulls in
+``re``) and ``runpy`` (``pkgutil``) would triple the start time of a small
+script. The Hook is parsed with json's own C scanner, control messages are
+encoded by hand, and the script is compiled and run here as runpy would.
+"""
+
+import os
+import sys
+
+
+def _probe_control():
+    # Before anything else opens a file: without an inherited fd 3 (a script
+    # run by hand) the number is free and control messages are dropped.
+    try:
+        os.fstat(3)
+    except OSError:
+        return None
+    return 3
+
+
+_control = _probe_control()
+
+
+def _parse_json(text):
+    try:
+        from _json import make_scanner
+    except ImportError:  # not CPython
+        make_scanner = None
+    if make_scanner is not None:
+
+        class Context:
+            strict = True
+            object_hook = object_pairs_hook = None
+            parse_float = parse_constant = float
+            parse_int = int
+            memo = {}
+
+        text = text.strip()
+        try:
+            value, end = make_scanner(Context())(text, 0)
+        except StopIteration:
+            end = -1
+        if end == len(text):
+            return value
+    import json  # an error to report, or no C scanner
+
+    return json.loads(text)
+
+
+try:
+    from _json import encode_basestring_ascii as _json_string
+except ImportError:  # not CPython
+    from json.encoder import py_encode_basestring_ascii as _json_string
+
+
+def _dumps(value):
+    """JSON for control messages: str, int, lists and dicts of them."""
+    if isinstance(value, str):
+        return _json_string(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(int(value))
+    if isinstance(value, dict):
+        items = (f"{_json_string(str(k))}:{_dumps(v)}" for k, v in value.items())
+        return "{" + ",".join(items) + "}"
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(_dumps(v) for v in value) + "]"
+    raise TypeError(f"not in a control message: {value!r}")
+
+
+def _send(message):
+    global _control
+    if _control is None:
+        return
+    sys.stdout.flush()  # control and body stay in program order
+    data = (_dumps(message) + "\n").encode()
+    try:
+        while data:
+            data = data[os.write(_control, data) :]
+    except OSError:
+        _control = None
+
+
+def _header_value(value):
+    if isinstance(value, list | tuple):
+        return [str(v) for v in value]
+    return str(value)
+
+
+class Response:
+    """The response: body on stdout, status and headers on fd 3."""
+
+    def __init__(self):
+        self.status_code = 200
+        self.headers_sent = False
+        self.finished = False
+        self._headers = {}
+
+    def write(self, data):
+        """Write str or bytes to the body."""
+        if isinstance(data, str):
+            sys.stdout.write(data)
+            sys.stdout.flush()
+        else:
+            sys.stdout.flush()
+            sys.stdout.buffer.write(data)
+            sys.stdout.buffer.flush()
+        self.headers_sent = True
+
+    def end(self, data=None):
+        """Write data if given, then mark the response complete."""
+        if data is not None:
+            self.write(data)
+        self.headers_sent = self.finished = True
+        _send({"type": "end"})
+
+    def writeHead(self, code, reason=None, headers=None):
+        """Set the status, an optional reason phrase and headers."""
+        if isinstance(reason, dict):
+            reason, headers = None, reason
+        self.status_code = int(code)
+        sent = {}
+        for name, value in (headers or {}).items():
+            sent[name] = value = _header_value(value)
+            self._headers[name.lower()] = (name, value)
+        _send({"type": "writeHead", "payload": {"code": self.status_code, "headers": sent}})
+        if reason is not None:
+            _send({"type": "statusMessage", "payload": {"value": str(reason)}})
+        return self
+
+    def status(self, code):
+        """Set the status; returns the response, so calls chain."""
+        self.status_code = int(code)
+        _send({"type": "statusCode", "payload": {"value": self.status_code}})
+        return self
+
+    def setHeader(self, name, value):
+        value = _header_value(value)
+        self._headers[name.lower()] = (name, value)
+        _send({"type": "setHeader", "payload": {"name": name, "value": value}})
+        return self
+
+    def getHeader(self, name):
+        return self._headers.get(name.lower(), (None, None))[1]
+
+    def removeHeader(self, name):
+        self._headers.pop(name.lower(), None)
+        _send({"type": "removeHeader", "payload": {"name": name}})
+        return self
+
+    def json(self, obj):
+        """Send obj as application/json and end the response."""
+        import json
+
+        if "content-type" not in self._headers:
+            self.setHeader("Content-Type", "application/json")
+        self.end(json.dumps(obj))
+
+
+def _load_hook():
+    path = os.environ.get("STACK_HOOK")
+    data = {}
+    if path:
+        with open(path, encoding="utf-8") as f:
+            data = _parse_json(f.read())
+    hook = {"params": {}, "req": {}, "env": {}}
+    hook.update(data)
+    hook["res"] = Response()
+    return hook
+
+
+def _run(script, hook):
+    """Run script as __main__, as runpy.run_path would (and python3 script)."""
+    with open(script, "rb") as f:
+        source = f.read()
+    code = compile(source, script, "exec", dont_inherit=True)
+    main = type(sys)("__main__")
+    main.__file__ = script
+    main.__cached__ = None
+    main.Hook = hook
+    sys.modules["__main__"] = main
+    exec(code, main.__dict__)
+
+
+def _main():
+    if len(sys.argv) < 2:
+        sys.exit("usage: python3 python.py SCRIPT [ARGS...]")
+    hook = _load_hook()
+    script = sys.argv[1]
+    del sys.argv[0]
+    # As if python3 ran the script: its directory first on the import path.
+    sys.path[0] = os.path.dirname(os.path.abspath(script))
+
+    def excepthook(kind, value, tb):
+        # Show the traceback from the script's first frame, not the prelude's.
+        start = tb
+        while start is not None and start.tb_frame.f_code.co_filename != script:
+            start = start.tb_next
+        if start is not None or (isinstance(value, SyntaxError) and value.filename == script):
+            tb = start
+            value = value.with_traceback(start)
+        sys.__excepthook__(kind, value, tb)
+
+    sys.excepthook = excepthook
+    _run(script, hook)
+
+
+_main()

@@ -1,0 +1,141 @@
+"""One configuration object for a server, from a YAML file and command-line flags.
+
+Unknown keys are rejected loudly, naming the key and the file.
+
+    isolate: bwrap            # none | bwrap | auto
+    max_running: 16           # calls running at once
+    max_queue: 64             # calls waiting; past it 503 + Retry-After
+    network: false            # may calls use the network (under bwrap)
+    limits:                   # defaults of every call
+      timeout: 10s
+      cpu: 10s
+      memory: 512MiB
+      processes: 64
+      file_size: 64MiB
+      open_files: 256
+      output: 64MiB
+      body: 16MiB
+    maxima:                   # what a service or request may raise them to
+      timeout: 5m
+    env: {API_URL: https://example.org}   # given to every call
+    registry: [./my-languages]            # extra language folders
+    uid_base: 61000           # first sandbox uid when running as root
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .engine import DEFAULT_PATH, EngineConfig
+from .errors import ConfigError
+from .limits import Limits
+
+_KEYS = {
+    "isolate", "max_running", "max_queue", "network", "limits", "maxima", "env", "registry",
+    "uid_base", "path", "lang", "temp_dir",
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything a server needs to know, with typed defaults.
+
+    Attributes:
+        engine: the core's settings (isolation, limits, concurrency).
+        env: environment variables given to every call.
+    """
+
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    env: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any], *, source: str = "config",
+                     base: Config | None = None) -> Config:  # fmt: skip
+        """Build a config from a mapping (a parsed YAML file) over ``base``.
+
+        Raises:
+            ConfigError: naming the unknown key or bad value, and ``source``.
+        """
+        base = base or cls()
+        unknown = set(data) - _KEYS
+        if unknown:
+            raise ConfigError(
+                f"{source}: unknown key(s) {', '.join(sorted(unknown))}; "
+                f"known keys: {', '.join(sorted(_KEYS))}"
+            )
+        engine = base.engine
+        changes: dict[str, Any] = {}
+        try:
+            maxima = engine.maxima
+            if "maxima" in data:
+                maxima = Limits.from_mapping(_mapping(data, "maxima", source), base=maxima)
+                changes["maxima"] = maxima
+            if "limits" in data:
+                changes["limits"] = Limits.from_mapping(
+                    _mapping(data, "limits", source), base=engine.limits
+                )
+            for key in ("isolate", "path", "lang"):
+                if key in data:
+                    changes[key] = str(data[key])
+            for key in ("max_running", "max_queue", "uid_base"):
+                if key in data:
+                    changes[key] = _int(data[key], key, source)
+            if "network" in data:
+                changes["network"] = bool(data["network"])
+            if "temp_dir" in data:
+                changes["temp_dir"] = Path(str(data["temp_dir"]))
+            if "registry" in data:
+                dirs = data["registry"]
+                if not isinstance(dirs, list):
+                    raise ConfigError(f"{source}: 'registry' must be a list of folders")
+                changes["language_dirs"] = (*engine.language_dirs, *(Path(str(d)) for d in dirs))
+            engine = dataclasses.replace(engine, **changes)
+        except ConfigError as exc:
+            if exc.message.startswith(source):
+                raise
+            raise ConfigError(f"{source}: {exc.message}") from exc
+        env = dict(base.env)
+        if "env" in data:
+            env.update({str(k): str(v) for k, v in _mapping(data, "env", source).items()})
+        return cls(engine=engine, env=env)
+
+    @classmethod
+    def from_file(cls, path: Path, *, base: Config | None = None) -> Config:
+        """Read a YAML config file.
+
+        Raises:
+            ConfigError: the file is missing, not YAML, or has a bad key or value.
+        """
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a mapping at the top")
+        return cls.from_mapping(data, source=str(path), base=base)
+
+
+def _mapping(data: Mapping[str, Any], key: str, source: str) -> Mapping[str, Any]:
+    value = data[key]
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{source}: '{key}' must be a mapping")
+    return value
+
+
+def _int(value: Any, key: str, source: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{source}: '{key}' must be a whole number, got {value!r}")
+    return value
+
+
+__all__ = ["DEFAULT_PATH", "Config"]
