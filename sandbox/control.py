@@ -47,26 +47,37 @@ class HeadBuilder:
     _headers: dict[str, tuple[str, list[str]]] = field(default_factory=dict)
 
     def set_header(self, name: str, value: Any) -> None:
-        values = [str(v) for v in value] if isinstance(value, list) else [str(value)]
-        if not _valid_header(name) or any(not _valid_value(v) for v in values):
-            raise ValueError(f"invalid header {name!r}")
-        if name.lower() in _HOP_BY_HOP:
-            raise ValueError(f"header {name!r} is managed by the server")
-        self._headers[name.lower()] = (name, values)
+        """Set a header (a list value gives several); raises ValueError if invalid."""
+        self._headers[name.lower()] = (name, check_header(name, value))
 
     def add_header(self, name: str, value: str) -> None:
+        """Add one more value to a header; raises ValueError if invalid."""
+        values = check_header(name, value)
         if name.lower() in self._headers:
-            self._headers[name.lower()][1].append(value)
+            self._headers[name.lower()][1].extend(values)
         else:
-            self.set_header(name, value)
+            self._headers[name.lower()] = (name, values)
+
+    def set_reason(self, reason: Any) -> None:
+        """Set the reason phrase; raises ValueError if invalid."""
+        text = _header_text(reason)
+        if not _valid_value(text):
+            raise ValueError(f"invalid status message {text[:80]!r}")
+        self.reason = text
 
     def remove_header(self, name: str) -> None:
         self._headers.pop(name.lower(), None)
 
     def set_status(self, code: Any) -> None:
-        status = int(code)
-        if not 100 <= status <= 999 or status in (101,):
+        """Set the status; 200-999 (an informational 1xx cannot be the final status)."""
+        if isinstance(code, bool) or not isinstance(code, int | str):
             raise ValueError(f"invalid status code {code!r}")
+        try:
+            status = int(code)
+        except ValueError:
+            raise ValueError(f"invalid status code {code!r}") from None
+        if not 200 <= status <= 999:
+            raise ValueError(f"invalid status code {code!r}: use 200 to 999")
         self.status = status
 
     def build(self) -> Head:
@@ -74,12 +85,42 @@ class HeadBuilder:
         return Head(self.status, self.reason, headers)
 
 
+def check_header(name: str, value: Any) -> list[str]:
+    """The text values of a header, or ValueError saying why it cannot be sent."""
+    if not _valid_header(name):
+        raise ValueError(f"invalid header name {name!r}")
+    if name.lower() in _HOP_BY_HOP:
+        raise ValueError(f"header {name!r} is managed by the server")
+    values = [_header_text(v) for v in value] if isinstance(value, list) else [_header_text(value)]
+    for text in values:
+        if not _valid_value(text):
+            raise ValueError(f"invalid value for header {name!r}: {text[:80]!r}")
+    return values
+
+
+def _header_text(value: Any) -> str:
+    # As Node does: true -> "true", 3 -> "3"; objects and null are refused.
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return json.dumps(value)
+    raise ValueError(f"a header value must be a string or a number, not {value!r}")
+
+
 def _valid_header(name: str) -> bool:
     return bool(name) and all(33 <= ord(c) <= 126 and c not in '()<>@,;:\\"/[]?={}' for c in name)
 
 
 def _valid_value(value: str) -> bool:
-    return "\r" not in value and "\n" not in value and "\0" not in value
+    if "\r" in value or "\n" in value or "\0" in value:
+        return False
+    try:
+        value.encode("latin-1")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -125,12 +166,16 @@ class Control:
             if not sep:
                 if len(self._buffer) > MAX_LINE:
                     self._buffer = b""
+                    if not self._skipping:
+                        events.append(Event("invalid", f"control line over {MAX_LINE} bytes"))
                     self._skipping = True
-                    events.append(Event("invalid", f"control line over {MAX_LINE} bytes"))
                 break
             self._buffer = rest
             if self._skipping:
                 self._skipping = False
+                continue
+            if len(line) > MAX_LINE:
+                events.append(Event("invalid", f"control line over {MAX_LINE} bytes"))
                 continue
             if line.strip():
                 events.extend(self._message(line))
@@ -180,18 +225,22 @@ class Control:
         if self.frozen:
             return [Event("invalid", f"{kind} after the body started is ignored")]
         if kind == "writeHead":
-            self.head.set_status(payload["code"])
-            if isinstance(payload.get("reason"), str):
-                self.head.reason = payload["reason"]
+            # All or nothing: check everything on a copy first.
+            trial = HeadBuilder(self.head.status, self.head.reason, dict(self.head._headers))
+            trial.set_status(payload["code"])
+            if payload.get("reason") is not None:
+                trial.set_reason(payload["reason"])
             headers = payload.get("headers") or {}
             if not isinstance(headers, dict):
                 raise TypeError("headers must be an object")
             for name, value in headers.items():
-                self.head.set_header(str(name), value)
+                trial.set_header(str(name), value)
+            self.head.status, self.head.reason = trial.status, trial.reason
+            self.head._headers = trial._headers
         elif kind == "statusCode":
             self.head.set_status(payload.get("value", payload.get("code")))
         elif kind == "statusMessage":
-            self.head.reason = str(payload["value"])
+            self.head.set_reason(payload["value"])
         elif kind == "setHeader":
             self.head.set_header(str(payload["name"]), payload["value"])
         else:
@@ -213,15 +262,17 @@ class CGIHead:
 
     def feed(self, data: bytes) -> bytes:
         """Take stdout bytes; once the header block ended, return the body bytes."""
+        if self.done:
+            raise ValueError("the CGI head is complete: feed the body elsewhere")
         self._buffer += data
-        for sep in (b"\r\n\r\n", b"\n\n"):
-            index = self._buffer.find(sep)
-            if index >= 0:
-                block, body = self._buffer[:index], self._buffer[index + len(sep) :]
-                self._parse(block)
-                self.done = True
-                self._buffer = b""
-                return body
+        found = [(i, sep) for sep in (b"\r\n\r\n", b"\n\n") if (i := self._buffer.find(sep)) >= 0]
+        if found:
+            index, sep = min(found)
+            block, body = self._buffer[:index], self._buffer[index + len(sep) :]
+            self._parse(block)
+            self.done = True
+            self._buffer = b""
+            return body
         if len(self._buffer) > MAX_CGI_HEAD:
             raise ValueError(f"CGI header block over {MAX_CGI_HEAD} bytes without a blank line")
         return b""
@@ -242,11 +293,14 @@ class CGIHead:
             name, sep, value = raw.decode("latin-1").partition(":")
             if not sep:
                 raise ValueError(f"bad CGI header line {raw[:80]!r}")
-            name, value = name.strip(), value.strip()
+            name, value = name.strip(), value.strip(" \t")
+            if name.lower() in _HOP_BY_HOP:
+                continue  # framing is the server's job (CGI scripts often send these)
             if name.lower() == "status":
                 code, _, reason = value.partition(" ")
                 self.head.set_status(code)
-                self.head.reason = reason or None
+                if reason:
+                    self.head.set_reason(reason)
             elif name.lower() == "location" and self.head.status == 200:
                 self.head.set_status(302)
                 self.head.set_header(name, value)

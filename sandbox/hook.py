@@ -17,7 +17,7 @@ from urllib.parse import parse_qsl
 
 from python_multipart import MultipartParser
 from python_multipart.exceptions import MultipartParseError
-from python_multipart.multipart import parse_options_header
+from python_multipart.multipart import MultipartState, parse_options_header
 
 from .errors import RequestError
 
@@ -209,6 +209,8 @@ class Uploads:
             self._parser.finalize()
         finally:
             self.close()
+        if self._parser.state != MultipartState.END:
+            raise RequestError("the multipart body ended before its closing boundary")
         return self.params
 
     def close(self) -> None:
@@ -292,7 +294,8 @@ def build_hook(info: RequestInfo, params: Mapping[str, Any], *, request_id: str,
     """The Hook JSON a prelude loads: params, req and env."""
     headers: dict[str, str] = {}
     for name, value in info.headers:
-        headers[name] = f"{headers[name]}, {value}" if name in headers else value
+        joiner = "; " if name == "cookie" else ", "
+        headers[name] = f"{headers[name]}{joiner}{value}" if name in headers else value
     return {
         "params": dict(params),
         "req": {
@@ -337,8 +340,14 @@ def _flatten_into(out: list[tuple[str, str]], value: Any, name: str) -> None:
             text = value
         else:
             text = json.dumps(value)
-        if "\0" not in text:
-            out.append((name, text))
+        if "\0" in text:
+            return
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            # JSON allows lone surrogates; no shell, file or environment does.
+            text = text.encode("utf-8", "replace").decode("utf-8")
+        out.append((name, text))
 
 
 def encode_flat(pairs: Iterable[tuple[str, str]]) -> bytes:
@@ -385,9 +394,12 @@ def cgi_environ(info: RequestInfo, *, request_id: str, software: str) -> dict[st
     if content_length is not None:
         env["CONTENT_LENGTH"] = content_length
     for name, value in info.headers:
-        # httpoxy: a client must never set HTTP_PROXY for the script.
-        if name in ("content-type", "content-length", "proxy"):
+        # httpoxy: a client must never set HTTP_PROXY for the script. Names
+        # with "_" are dropped (as Apache does): X_Forwarded_For must not pass
+        # for the X-Forwarded-For a proxy in front of us sets.
+        if name in ("content-type", "content-length", "proxy") or "_" in name:
             continue
         key = "HTTP_" + _FLAT_NAME.sub("_", name.upper())
-        env[key] = f"{env[key]}, {value}" if key in env else value
+        joiner = "; " if name == "cookie" else ", "
+        env[key] = f"{env[key]}{joiner}{value}" if key in env else value
     return env

@@ -132,11 +132,18 @@ class Language:
     def argv(self, interpreter: str, script: str, args: Iterable[str] = ()) -> list[str]:
         """The command line that runs ``script`` with this language."""
         values = {
-            "interpreter": interpreter,
-            "script": script,
-            "prelude": str(self.prelude) if self.prelude else "",
+            "{interpreter}": interpreter,
+            "{script}": script,
+            "{prelude}": str(self.prelude) if self.prelude else "",
         }
-        return [part.format_map(values) for part in self.run] + list(args)
+        argv = []
+        for part in self.run:
+            if part == "{prelude}" and not self.prelude:
+                continue  # no prelude: no empty argument either
+            for placeholder, value in values.items():
+                part = part.replace(placeholder, value)
+            argv.append(part)
+        return argv + list(args)
 
 
 @dataclass(frozen=True)
@@ -197,10 +204,12 @@ class Registry:
                         f"{other.source} and {lang.source}"
                     )
                 self._by_name[name.lower()] = lang
+            # A later registry folder wins an extension or shebang name, so an
+            # operator's folder can take over ".sh" from the shipped bash.
             for ext in lang.extensions:
-                self._by_ext.setdefault(ext.lower(), lang)
+                self._by_ext[ext.lower()] = lang
             for shebang in lang.shebangs:
-                self._by_shebang.setdefault(shebang, lang)
+                self._by_shebang[shebang] = lang
         self._languages = {lang.name: lang for lang in languages}
         self._installed: dict[str, Installed] = {}
 
@@ -299,7 +308,8 @@ def parse_shebang(head: bytes) -> str | None:
         return None
     name = os.path.basename(parts[0])
     if name == "env":
-        rest = [p for p in parts[1:] if not p.startswith("-")]
+        # env's options and NAME=VALUE settings come before the command.
+        rest = [p for p in parts[1:] if not p.startswith("-") and "=" not in p]
         if not rest:
             return None
         name = os.path.basename(rest[0])

@@ -6,6 +6,7 @@ Sans-IO: plain values and functions, no processes.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ def parse_duration(value: str | float | int, *, default_unit: str = "ms") -> flo
     Raises:
         ConfigError: the value is not a duration.
     """
-    if isinstance(value, bool):
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
         raise ConfigError(f"not a duration: {value!r}")
     if isinstance(value, int | float):
         number, unit = float(value), default_unit
@@ -37,7 +38,10 @@ def parse_duration(value: str | float | int, *, default_unit: str = "ms") -> flo
             raise ConfigError(f"not a duration: {value!r} (write e.g. 500ms, 5s or 2m)")
         number, unit = float(match.group(1)), match.group(2) or default_unit
     scale = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}[unit]
-    return number * scale
+    seconds = number * scale
+    if not math.isfinite(seconds):
+        raise ConfigError(f"not a duration: {value!r}")
+    return seconds
 
 
 def parse_size(value: str | int) -> int:
@@ -48,8 +52,10 @@ def parse_size(value: str | int) -> int:
     Raises:
         ConfigError: the value is not a size.
     """
-    if isinstance(value, bool):
-        raise ConfigError(f"not a size: {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ConfigError(
+            f"not a size: {value!r} (write a whole number of bytes, or e.g. 64KiB or 1.5GiB)"
+        )
     if isinstance(value, int):
         if value < 0:
             raise ConfigError(f"a size cannot be negative: {value}")
@@ -93,7 +99,7 @@ class Limits:
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
-            if value is not None and value <= 0:
+            if value is not None and not (math.isfinite(value) and value > 0):
                 raise ConfigError(f"limit {field.name} must be positive, got {value!r}")
 
     @classmethod
@@ -116,7 +122,12 @@ class Limits:
                 raise ConfigError(
                     f"unknown limit {key!r}; known limits: {', '.join(sorted(names))}"
                 )
-            changes[name] = _parse_limit(name, raw)
+            try:
+                changes[name] = _parse_limit(name, raw)
+            except ConfigError as exc:
+                if exc.message.startswith(f"limit {name}"):
+                    raise
+                raise ConfigError(f"limit {name}: {exc.message}") from exc
         return dataclasses.replace(base, **changes)
 
     def within(self, maxima: Limits) -> Limits:

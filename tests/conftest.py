@@ -111,9 +111,11 @@ def _leftovers() -> list[str]:
         except psutil.Error:
             continue
     if os.geteuid() == 0:
-        for proc in psutil.process_iter(["pid", "uids", "name"]):
+        # Sandbox-uid processes that escaped to init (another test run on the
+        # same machine may own the ones still under its own server).
+        for proc in psutil.process_iter(["pid", "uids", "name", "ppid"]):
             uids = proc.info["uids"]
-            if uids and 61000 <= uids.real < 61000 + 1024:
+            if uids and 61000 <= uids.real < 61000 + 1024 and proc.info["ppid"] == 1:
                 found.append(f"{proc.info['pid']} {proc.info['name']} uid={uids.real}")
     return found
 
