@@ -155,6 +155,9 @@ class _HttpIO:
                 self.ended = True
                 await self._send({"type": "http.response.body", "body": b"", "more_body": False})
 
+    def on_stderr(self, data: bytes) -> None:
+        pass  # stderr is the log: its lines arrive as events
+
     def on_event(self, event: Event) -> None:
         if event.kind in ("stderr", "log"):
             script_log.info("[%s] %s", self._request_id, event.text)

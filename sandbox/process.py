@@ -28,6 +28,7 @@ from .control import Control, Event, Head
 
 CHUNK = 65536
 STDERR_KEEP = 16 * 1024
+STDERR_LOG = 64 * 1024
 KILL_GRACE = 1.0
 _MEMORY_SIGNALS = (signal.SIGKILL, signal.SIGSEGV, signal.SIGABRT)
 _MEMORY_ERRORS = re.compile(
@@ -97,6 +98,7 @@ class Outcome:
         head_sent: whether the head (and so the body) went out.
         message: a human sentence saying why it ended, when not ``ok``.
         stderr: the last bytes of its stderr.
+        stream: with reason ``output``: which stream went over, ``stdout`` or ``stderr``.
     """
 
     reason: str
@@ -107,6 +109,7 @@ class Outcome:
     head_sent: bool = False
     message: str = ""
     stderr: bytes = b""
+    stream: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -152,6 +155,9 @@ class CallIO(Protocol):
         complete, a body that was cut by a failure.
         """
 
+    def on_stderr(self, data: bytes) -> None:
+        """Raw stderr bytes, as read (the lines also come as ``stderr`` events)."""
+
     def on_event(self, event: Event) -> None:
         """A log line (stderr or fd 3) or an ignored control message."""
 
@@ -165,6 +171,7 @@ class Spawn:
         env: the complete environment.
         timeout: wall seconds, or None.
         output: stdout bytes allowed, or None.
+        stderr_limit: stderr bytes allowed (past it the call is killed), or None.
         memory: the memory limit, to tell a memory failure from others.
         cpu: the CPU limit in seconds, to tell a CPU failure from others.
         cgi: read the head from the top of stdout instead of fd 3.
@@ -175,6 +182,7 @@ class Spawn:
     env: Mapping[str, str]
     timeout: float | None
     output: int | None = None
+    stderr_limit: int | None = None
     memory: int | None = None
     cpu: float | None = None
     cgi: bool = False
@@ -211,6 +219,8 @@ class _Call:
         self.message = ""
         self.bytes_in = 0
         self.bytes_out = 0
+        self.bytes_err = 0
+        self.stream: str | None = None
         self.stderr_tail = bytearray()
         self.status: dict[str, Any] | None = None
         self.status_buf = b""
@@ -314,6 +324,7 @@ class _Call:
         if limit is not None and self.bytes_out + len(data) > limit:
             await self._body(data[: limit - self.bytes_out])
             self.reason = "output"
+            self.stream = "stdout"
             self.message = f"the script wrote more than the output limit of {limit} bytes"
             cancel.cancel()
             return False
@@ -356,24 +367,50 @@ class _Call:
             self.reason = "error"
             self.message = f"bad CGI response: {why}"
 
-    async def pump_stderr(self, stream: trio.lowlevel.FdStream) -> None:
+    async def pump_stderr(self, stream: trio.lowlevel.FdStream, cancel: trio.CancelScope) -> None:
+        """Keep stderr's tail, log its first lines, hand it raw to the front door.
+
+        At most STDERR_LOG bytes of a call's stderr are logged (a flood must
+        not flood the server's log); the rest is counted.
+        """
         pending = b""
+        logged = 0
+        limit = self.spawn.stderr_limit
         while True:
             data = await stream.receive_some(CHUNK)
             if not data:
                 break
+            if limit is not None and self.bytes_err + len(data) > limit:
+                data = data[: limit - self.bytes_err]
+                self.reason = "output"
+                self.stream = "stderr"
+                self.message = f"the script wrote more than the stderr limit of {limit} bytes"
+                cancel.cancel()
+            self.bytes_err += len(data)
+            self.io.on_stderr(data)
             self.stderr_tail += data
             if len(self.stderr_tail) > STDERR_KEEP:
                 del self.stderr_tail[: len(self.stderr_tail) - STDERR_KEEP]
+            if logged >= STDERR_LOG:
+                continue
             pending += data
             *lines, pending = pending.split(b"\n")
-            for line in lines:
-                self.io.on_event(Event("stderr", line.decode("utf-8", "replace")))
             if len(pending) > STDERR_KEEP:
-                self.io.on_event(Event("stderr", pending.decode("utf-8", "replace")))
+                lines.append(pending)
                 pending = b""
-        if pending:
+            for line in lines:
+                logged += len(line) + 1
+                self.io.on_event(Event("stderr", line.decode("utf-8", "replace")))
+                if logged >= STDERR_LOG:
+                    break
+            if cancel.cancel_called:
+                break
+        if pending and logged < STDERR_LOG:
             self.io.on_event(Event("stderr", pending.decode("utf-8", "replace")))
+        if self.bytes_err > logged and logged >= STDERR_LOG:
+            self.io.on_event(
+                Event("stderr", f"[stderr: {self.bytes_err - logged} more bytes not logged]")
+            )
 
     async def read_status(self, stream: trio.lowlevel.FdStream) -> None:
         while chunk := await stream.receive_some(CHUNK):
@@ -468,7 +505,7 @@ async def run(spawn: Spawn, io: CallIO) -> Outcome:
                 async with trio.open_nursery() as pumps:
                     pumps.start_soon(call.pump_stdin, stdin, stdin_scope)
                     pumps.start_soon(call.read_control)
-                    pumps.start_soon(call.pump_stderr, stderr)
+                    pumps.start_soon(call.pump_stderr, stderr, scope)
                     pumps.start_soon(call.read_status, status)
 
                     async def outputs() -> None:
@@ -597,6 +634,7 @@ def _outcome(call: _Call, wall: float) -> Outcome:
         head_sent=call.head_sent,
         message=message,
         stderr=stderr,
+        stream=call.stream,
     )
 
 

@@ -242,12 +242,51 @@ async def test_timeout_is_504(server, client, script):
     assert response.json()["error"] == "timeout"
 
 
-async def test_failure_after_body_started_ends_the_stream(server, client, script):
+async def test_failure_after_body_started_aborts_the_stream(server, client, script, caplog):
     path = script("half.sh", "echo partial\nexit 4\n")
     async with server(path) as url:
+        async with client.stream("GET", url) as response:
+            assert response.status_code == 200
+            with pytest.raises(httpx.RemoteProtocolError):
+                await response.aread()
+    assert any("status 4" in r.getMessage() for r in caplog.records)
+
+
+async def test_end_message_completes_the_response_before_exit(server, client, script):
+    path = script(
+        "end.sh",
+        "echo done\necho '{\"type\":\"end\"}' >&3\nexec >&- 2>&- 3>&-\nsleep 3\n",
+    )
+    async with server(path) as url:
+        started = time.monotonic()
         response = await client.get(url)
+        assert time.monotonic() - started < 2.5
     assert response.status_code == 200
-    assert response.text == "partial\n"
+    assert response.text == "done\n"
+
+
+async def test_end_without_body_sends_the_head(server, client, script):
+    path = script(
+        "end.sh",
+        "echo '{\"type\":\"statusCode\",\"payload\":{\"value\":204}}' >&3\n"
+        "echo '{\"type\":\"end\"}' >&3\nsleep 3\n",
+    )
+    async with server(path) as url:
+        started = time.monotonic()
+        response = await client.get(url)
+        assert time.monotonic() - started < 2.5
+    assert response.status_code == 204
+
+
+async def test_stderr_flood_is_not_logged_whole(server, client, script, caplog):
+    caplog.set_level(logging.INFO, logger="stack")
+    path = script("flood.sh", "head -c 3000000 /dev/zero | tr '\\0' 'x' | fold -w 100 >&2\necho ok\n")
+    async with server(path) as url:
+        response = await client.get(url)
+    assert response.text == "ok\n"
+    logged = [r.getMessage() for r in caplog.records if r.name == "stack.script"]
+    assert sum(len(m) for m in logged) < 200_000
+    assert any("more bytes not logged" in m for m in logged)
 
 
 async def test_missing_interpreter_says_which_and_how(server, client, script, tmp_path):
