@@ -13,7 +13,9 @@
  *           namespaces are not available (reported as "pidns": false).
  *   -n      set no_new_privs (no setuid binaries, no file capabilities)
  *   -c      working directory of PROG
- *   -s      write one JSON line of status and usage to this fd at the end
+ *   -s      status fd: first a line {"reaper": PID} (the pid, in the server's
+ *           namespace, whose descendants are the call), then at the end one
+ *           JSON line of status and usage
  *
  * Process tree:  server -> launcher (this, new session) -> reaper (pid 1 of the
  * new pid namespace) -> PROG.  The reaper reaps orphans, and when PROG exits
@@ -181,10 +183,14 @@ int main(int argc, char **argv) {
     pid_t reaper = in_pidns ? fork() : 0;
     if (reaper < 0) die("fork");
     if (reaper > 0) {
-        /* The launcher: wait for the reaper, forward SIGTERM to it. */
+        /* The launcher: say where the call's tree is, wait for the reaper,
+         * forward SIGTERM to it. */
         close(errpipe[0]);
         close(errpipe[1]);
-        if (status_fd >= 0) close(status_fd);
+        if (status_fd >= 0) {
+            dprintf(status_fd, "{\"reaper\":%d}\n", (int)reaper);
+            close(status_fd);
+        }
         reaper_pid = reaper;
         struct sigaction sa = {0};
         sa.sa_handler = forward_term;

@@ -19,10 +19,12 @@ from typing import Any
 import trio
 
 from . import hook as hooklib
+from . import piston
 from .control import Event, Head
 from .engine import Call, Engine, EngineConfig, Invocation, open_engine
 from .errors import BodyTooLarge, NotFound, RequestError, StackError
-from .process import Outcome, signal_name
+from .execute import DEFAULT_OUTPUT
+from .process import Outcome, Running, signal_name
 from .services import ServiceOptions, Services
 
 Scope = MutableMapping[str, Any]
@@ -158,6 +160,9 @@ class _HttpIO:
     def on_stderr(self, data: bytes) -> None:
         pass  # stderr is the log: its lines arrive as events
 
+    def on_started(self, running: Running) -> None:
+        pass
+
     def on_event(self, event: Event) -> None:
         if event.kind in ("stderr", "log"):
             script_log.info("[%s] %s", self._request_id, event.text)
@@ -257,22 +262,41 @@ def outcome_error(outcome: Outcome, request_id: str, debug: bool) -> tuple[int, 
 
 
 class StackApp:
-    """The ASGI application serving :class:`Services` on an open :class:`Engine`.
+    """The ASGI application on an open :class:`Engine`: services and the execute API.
 
     Args:
         engine: an open engine.
-        services: what to serve.
+        services: the scripts to serve, or None.
         debug: put the script's stderr into error responses.
+        execute: serve Piston's v2 API under ``/api/v2`` (submitted code).
+        execute_output: bytes kept per stream of a submitted job.
     """
 
-    def __init__(self, engine: Engine, services: Services, *, debug: bool = False) -> None:
+    def __init__(self, engine: Engine, services: Services | None, *, debug: bool = False,
+                 execute: bool = False,
+                 execute_output: int = DEFAULT_OUTPUT) -> None:  # fmt: skip
         self.engine = engine
-        self.services = services
+        self._services = services
         self.debug = debug
+        self.execute = execute
+        self.execute_output = execute_output
+
+    @property
+    def services(self) -> Services:
+        """The services served (raises NotFound when there are none)."""
+        if self._services is None:
+            raise NotFound("this server has no services (start it with a script or --services)")
+        return self._services
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             await _lifespan_noop(receive, send)
+            return
+        if scope["type"] == "websocket":
+            if self.execute and _route_path(scope) == f"{piston.PREFIX}/connect":
+                await piston.handle_connect(self.engine, scope, receive, send, self.execute_output)
+            else:
+                await send({"type": "websocket.close", "code": 4404, "reason": "Not Found"})
             return
         if scope["type"] != "http":
             return
@@ -304,10 +328,16 @@ class StackApp:
 
     async def _handle(self, scope: Scope, receive: Receive, send: Send,
                       request_id: str) -> Outcome | None:  # fmt: skip
-        path: str = scope.get("path", "/")
+        path = _route_path(scope)
         root = scope.get("root_path", "")
-        if root and path.startswith(root):
-            path = path[len(root) :] or "/"
+        if self.execute and path.startswith(piston.PREFIX):
+            routed = dict(scope, path=path)
+            if await piston.handle_http(self.engine, routed, receive, send, send_json,
+                                        request_id, self.execute_output):  # fmt: skip
+                return None
+        if path == "/" and self._services is None:
+            await send_json(send, 200, {"services": [], "execute": self.execute}, request_id)
+            return None
         if path == "/" and self.services.single is None:
             await self._index(send, request_id)
             return None
@@ -416,6 +446,15 @@ class StackApp:
         await send_json(send, 200, {"services": listing}, request_id)
 
 
+def _route_path(scope: Scope) -> str:
+    """The request path below the app's mount point."""
+    path: str = scope.get("path", "/")
+    root = scope.get("root_path", "")
+    if root and path.startswith(root):
+        path = path[len(root) :] or "/"
+    return path
+
+
 def stack_error(exc: BaseException) -> StackError | None:
     """The StackError behind ``exc``, looking through groups of one (nurseries wrap)."""
     while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
@@ -489,19 +528,31 @@ async def _lifespan_noop(receive: Receive, send: Send) -> None:
 
 
 @asynccontextmanager
-async def open_app(path: Path, config: EngineConfig | None = None,
-                   options: ServiceOptions | None = None, *,
-                   debug: bool = False) -> AsyncIterator[StackApp]:  # fmt: skip
-    """Open an engine and a :class:`StackApp` serving the script or folder at ``path``."""
+async def open_app(path: Path | None, config: EngineConfig | None = None,
+                   options: ServiceOptions | None = None, *, debug: bool = False,
+                   execute: bool = False) -> AsyncIterator[StackApp]:  # fmt: skip
+    """Open an engine and a :class:`StackApp` serving the script or folder at ``path``.
+
+    Args:
+        path: a script or a folder of scripts, or None for no services.
+        config: the engine's settings.
+        options: how the services run.
+        debug: put stderr into error responses.
+        execute: also serve the execute API (``/api/v2``).
+    """
     async with open_engine(config) as engine:
-        services = Services.from_path(
-            path,
-            engine.registry,
-            engine.base / "scripts",
-            options or ServiceOptions(),
-            check_limits=engine.limits_for,
-        )
-        yield StackApp(engine, services, debug=debug)
+        services = None
+        if path is not None:
+            services = Services.from_path(
+                path,
+                engine.registry,
+                engine.base / "scripts",
+                options or ServiceOptions(),
+                check_limits=engine.limits_for,
+            )
+            for line in services.scan() if services.folder is not None else []:
+                log.warning("skipped %s", line)
+        yield StackApp(engine, services, debug=debug, execute=execute)
 
 
 def create_app(path: str | Path, config: EngineConfig | None = None,

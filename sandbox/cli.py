@@ -1,7 +1,9 @@
 """The ``stack`` command line.
 
-stack SCRIPT|DIR [options]     serve a script, or every script of a folder
-stack languages                list languages and what is installed
+stack SCRIPT|DIR [options]            serve a script, or every script of a folder
+stack serve [--services DIR] [opts]   the full server: the execute API (+ services)
+stack exec FILE [ARGS...] [--json]    run one file once, like the server would
+stack languages                       list languages and what is installed
 """
 
 from __future__ import annotations
@@ -9,6 +11,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,27 +21,23 @@ from typing import Any
 import trio
 
 from . import __version__
+from . import execute as ex
 from .asgi import open_app
 from .config import Config
+from .control import Event, Head
+from .engine import open_engine
 from .errors import ConfigError, StackError
 from .languages import Registry
-from .limits import parse_duration
+from .limits import Limits, parse_duration
+from .process import CollectIO, Running
 from .server import bind, serve, wait_for_signal
 from .services import ServiceOptions
 
-COMMANDS = ("languages",)
+COMMANDS = ("serve", "exec", "languages")
 log = logging.getLogger("stack")
 
 
-def _serve_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="stack",
-        add_help=False,
-        description="Serve a script (or a folder of scripts) over HTTP; every request runs "
-        "in a freshly spawned interpreter.",
-        epilog="Other commands: `stack languages`. Run `stack COMMAND --help` for theirs.",
-    )
-    parser.add_argument("path", type=Path, help="a script, or a folder of scripts")
+def _add_server_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--help", action="help", help="show this help and exit")
     parser.add_argument(
         "-p",
@@ -74,8 +74,53 @@ def _serve_parser() -> argparse.ArgumentParser:
         "--debug", action="store_true", help="put the script's stderr into error responses"
     )
     _add_config_flags(parser)
-    parser.add_argument("--version", action="version", version=f"stack {__version__}")
-    return parser  # fmt: skip
+    parser.add_argument("--version", action="version", version=f"stack {__version__}")  # fmt: skip
+
+
+def _script_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="stack",
+        add_help=False,
+        description="Serve a script (or a folder of scripts) over HTTP; every request runs "
+        "in a freshly spawned interpreter.",
+        epilog="Other commands: stack serve, stack exec, stack languages "
+        "(`stack COMMAND --help` for theirs).",
+    )
+    parser.add_argument("path", type=Path, help="a script, or a folder of scripts")
+    _add_server_flags(parser)
+    return parser
+
+
+def _serve_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="stack serve",
+        add_help=False,
+        description="The full server for a platform: the execute API (Piston v2: "
+        "/api/v2/execute, /api/v2/runtimes, /api/v2/connect), plus the services of --services.",
+    )
+    parser.add_argument(
+        "--services", type=Path, metavar="DIR", help="also serve this script or folder of scripts"
+    )
+    parser.add_argument("--execute-output", metavar="SIZE", default=None,
+                        help="bytes kept per stream of a submitted job (default 1MiB)")  # fmt: skip
+    _add_server_flags(parser)
+    return parser
+
+
+def _exec_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="stack exec",
+        description="Run one file once, with the server's engine, limits and isolation: "
+        "stdin to stdin, its stdout and stderr to yours, its exit code as ours.",
+    )
+    parser.add_argument("file", type=Path, help="the program (compiled first if its language is)")
+    parser.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the program")
+    parser.add_argument("-l", "--language", help="its language, instead of detecting")
+    parser.add_argument("--json", action="store_true",
+                        help="print the result in Piston's shape instead of streaming")  # fmt: skip
+    parser.add_argument("-t", "--timeout", default=None, help="wall-clock limit (ms, or 5s)")
+    _add_config_flags(parser)
+    return parser
 
 
 _LIMIT_FLAGS = {
@@ -180,10 +225,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args and args[0] == "languages":
             return languages(_languages_parser().parse_args(args[1:]))
+        if args and args[0] == "serve":
+            return serve_command(_serve_parser().parse_args(args[1:]))
+        if args and args[0] == "exec":
+            return exec_command(_exec_parser().parse_args(args[1:]))
         if not args:
-            _serve_parser().print_help()
+            _script_parser().print_help()
             return 2
-        return serve_path(_serve_parser().parse_args(args))
+        return serve_path(_script_parser().parse_args(args))
     except StackError as exc:
         print(f"stack: {exc.message}", file=sys.stderr)
         return 2
@@ -236,18 +285,35 @@ def _configure_logging(verbose: bool) -> None:
 
 def serve_path(args: argparse.Namespace) -> int:
     """``stack SCRIPT|DIR``: serve it until SIGINT/SIGTERM."""
-    _configure_logging(args.verbose)
-    full = load_config(args)
-    config = full.engine
-    options = ServiceOptions(language=args.language, cgi=args.cgi, watch=args.watch, env=full.env)
     path: Path = args.path
     if not path.exists():
         print(f"stack: {path}: no such file or folder", file=sys.stderr)
         return 2
+    return _run_server(args, path, execute=False)
+
+
+def serve_command(args: argparse.Namespace) -> int:
+    """``stack serve``: the execute API, plus services when given."""
+    path: Path | None = args.services
+    if path is not None and not path.exists():
+        print(f"stack: {path}: no such file or folder", file=sys.stderr)
+        return 2
+    return _run_server(args, path, execute=True)
+
+
+def _run_server(args: argparse.Namespace, path: Path | None, *, execute: bool) -> int:
+    _configure_logging(args.verbose)
+    full = load_config(args)
+    options = ServiceOptions(language=args.language, cgi=args.cgi, watch=args.watch, env=full.env)
+    output = ex.DEFAULT_OUTPUT
+    if getattr(args, "execute_output", None):
+        output = Limits.from_mapping({"output": args.execute_output}).output or output
     sock = bind(args.host, args.port)
 
     async def run() -> None:
-        async with open_app(path, config, options, debug=args.debug) as app:
+        async with open_app(path, full.engine, options, debug=args.debug,
+                            execute=execute) as app:  # fmt: skip
+            app.execute_output = output
             if app.engine.isolation == "none":
                 log.warning(
                     "isolation: none - scripts run without a sandbox (trusted code only; "
@@ -259,10 +325,125 @@ def serve_path(args: argparse.Namespace) -> int:
                         app, sock, shutdown_trigger=wait_for_signal, task_status=task_status
                     )
                 )
-                names = [s.name for s in app.services]
-                where = url + "/" if app.services.single else f"{url}/ ({', '.join(names)})"
-                print(f"stack: serving {path} at {where} [isolate={app.engine.isolation}]",
+                what = str(path) if path is not None else "the execute API"
+                where = url + "/"
+                if path is not None and app.services.single is None:
+                    names = app.services.names()
+                    where += f" ({', '.join(names[:12])}{' ...' if len(names) > 12 else ''})"
+                if execute:
+                    where += f" and {url}/api/v2/execute"
+                print(f"stack: serving {what} at {where} [isolate={app.engine.isolation}]",
                       file=sys.stderr, flush=True)  # fmt: skip
 
     trio.run(run)
     return 0
+
+
+class _StreamIO(CollectIO):
+    """``stack exec``: our stdin to the program, its output to ours as it comes."""
+
+    def __init__(self, stdin: trio.abc.ReceiveStream | None) -> None:
+        super().__init__()
+        self._in = stdin
+        self._stdout = os.fdopen(os.dup(1), "wb", buffering=0)
+        self._stderr = os.fdopen(os.dup(2), "wb", buffering=0)
+
+    async def receive_stdin(self) -> bytes:
+        if self._in is None:
+            return b""
+        return bytes(await self._in.receive_some(65536))
+
+    async def send_head(self, head: Head) -> None:
+        pass
+
+    async def send_body(self, data: bytes) -> None:
+        await trio.to_thread.run_sync(self._stdout.write, data)
+
+    def on_stderr(self, data: bytes) -> None:
+        self._stderr.write(data)
+
+    def on_event(self, event: Event) -> None:
+        pass
+
+    def on_started(self, running: Running) -> None:
+        pass
+
+    def close(self) -> None:
+        self._stdout.close()
+        self._stderr.close()
+
+
+def exec_command(args: argparse.Namespace) -> int:
+    """``stack exec FILE [ARGS...]``: run one file once; exit with its code."""
+    logging.getLogger("stack").addHandler(logging.StreamHandler(sys.stderr))
+    logging.getLogger("stack").setLevel(logging.WARNING)
+    full = load_config(args)
+    path: Path = args.file
+    if not path.is_file():
+        print(f"stack: {path}: no such file", file=sys.stderr)
+        return 2
+    source = path.read_bytes()
+    result: dict[str, Any] = {}
+
+    async def run() -> int:
+        async with open_engine(full.engine) as engine:
+            registry = engine.registry
+            lang = (registry.get(args.language) if args.language
+                    else registry.detect(path.name, source[:256]))  # fmt: skip
+            engine.interpreter(lang)
+            job = ex.Job(lang, ex._semver(registry.installed(lang).version),
+                         ((path.name, source),), b"", tuple(args.args), engine.config.limits,
+                         ex._stage_limits({}, "compile", engine, compile_stage=True),
+                         engine.config.limits.output or ex.DEFAULT_OUTPUT)  # fmt: skip
+            if args.json:
+                stdin = await trio.to_thread.run_sync(_read_stdin)
+                job = ex.Job(job.language, job.version, job.files, stdin, job.args, job.run,
+                             job.compile, job.output)  # fmt: skip
+                result.update(await ex.execute(engine, job))
+                print(json.dumps(result, indent=2))
+                run = result["run"]
+                return _exit_code(run.get("code"), run.get("signal"))
+            async with engine.open_call(job.run) as call:
+                names = await ex.prepare(call, job)
+                build = None
+                if lang.compile:
+                    build = await ex.compile_stage(call, job, names)
+                    if not build.ok:
+                        sys.stderr.buffer.write(build.output)
+                        sys.stderr.flush()
+                        outcome = build.outcome
+                        code = outcome.exit_code if outcome is not None else None
+                        return code or 1
+                piped = None if sys.stdin is None or sys.stdin.isatty() else _stdin_stream()
+                io = _StreamIO(piped)
+                try:
+                    outcome = await call.run(ex.run_invocation(call, job, names, build), io)
+                finally:
+                    io.close()
+                if outcome.reason not in ("ok", "exit", "signal"):
+                    print(f"stack: {outcome.message}", file=sys.stderr)
+                name = signal.Signals(outcome.signal).name if outcome.signal else None
+                return _exit_code(outcome.exit_code, name)
+
+    return trio.run(run)
+
+
+def _read_stdin() -> bytes:
+    if sys.stdin is None or sys.stdin.isatty():
+        return b""
+    return sys.stdin.buffer.read()
+
+
+def _stdin_stream() -> trio.abc.ReceiveStream:
+    return trio.lowlevel.FdStream(os.dup(0))
+
+
+def _exit_code(code: int | None, signal_name: str | None) -> int:
+    if code is not None:
+        return code
+    if signal_name:
+        try:
+            return 128 + int(signal.Signals[signal_name])
+        except KeyError:
+            return 1
+    return 1

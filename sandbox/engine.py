@@ -12,13 +12,16 @@ the engine knows nothing of HTTP, brokers or schemas.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import math
 import os
 import shutil
+import stat
 import sys
 import tempfile
+import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -105,6 +108,8 @@ class Invocation:
         cgi: read status and headers from the top of stdout.
         network: allow network access under bwrap.
         stdin: bytes written to stdin before the front door's stream.
+        build: a compiled build to run (``{build}`` in the run line).
+        stderr_limit: stderr bytes allowed; past it the call is killed.
     """
 
     language: Language
@@ -116,6 +121,8 @@ class Invocation:
     cgi: bool = False
     network: bool | None = None
     stdin: bytes = b""
+    build: Path | None = None
+    stderr_limit: int | None = None
 
 
 @dataclass(frozen=True)
@@ -147,6 +154,7 @@ class Engine:
         self._running = 0
         self._calls = 0
         self._uids = isolation.UidPool(config.uid_base, config.max_running) if self.root else None
+        self.builds = BuildCache(base / "builds")
         self._counter = 0
 
     def statistics(self) -> Statistics:
@@ -269,17 +277,57 @@ class Call:
             os.chown(target, self.uid, self.uid)
         return target
 
-    async def run(self, invocation: Invocation, io: CallIO) -> Outcome:
+    async def run(
+        self, invocation: Invocation, io: CallIO, limits: Limits | None = None
+    ) -> Outcome:
         """Spawn the call's process and run it to the end.
+
+        Args:
+            invocation: what to run.
+            io: the front door's side of the call.
+            limits: limits for this step instead of the call's (a compile step).
 
         Raises:
             InterpreterMissing: the language is not installed.
         """
-        spawn = self._spawn(invocation)
+        spawn = self._spawn(invocation, limits or self.limits)
         return await process.run(spawn, io)
 
-    def _spawn(self, inv: Invocation) -> process.Spawn:
-        engine, limits, lang = self.engine, self.limits, inv.language
+    async def build(self, invocation: Invocation, files: Sequence[str],
+                    limits: Limits | None = None) -> Build:  # fmt: skip
+        """Compile ``files`` (names in the call's directory, the entry first).
+
+        The result is cached by the hash of the sources, the compile line and
+        the compiler's version: a second identical build waits for the first
+        and reuses it.
+
+        Raises:
+            InterpreterMissing: the compiler is not installed.
+        """
+        engine, lang = self.engine, invocation.language
+        installed = engine.registry.installed(lang)
+        installed.require()
+        sources = [(name, (self.workdir / name).read_bytes()) for name in files]
+        key = engine.builds.key(lang, installed.version or "", sources)
+        async with engine.builds.lock(key):
+            cached = engine.builds.get(key)
+            if cached is not None:
+                return Build(None, b"", b"", b"", cached, cached=True)
+            out = self.workdir / ".build"
+            out.mkdir(mode=0o755, exist_ok=True)
+            if self.uid is not None:
+                os.chown(out, self.uid, self.uid)
+            collect = process.CollectIO()
+            spawn = self._spawn(invocation, limits or self.limits, compile_files=files)
+            outcome = await process.run(spawn, collect)
+            directory = None
+            if outcome.ok:
+                directory = await trio.to_thread.run_sync(engine.builds.put, key, out)
+            return Build(outcome, collect.stdout, collect.stderr, collect.output, directory)
+
+    def _spawn(self, inv: Invocation, limits: Limits, *,
+               compile_files: Sequence[str] | None = None) -> process.Spawn:  # fmt: skip
+        engine, lang = self.engine, inv.language
         interpreter = engine.interpreter(lang)
         bwrap = engine.isolation == "bwrap"
         meta = self.workdir / ".stack"
@@ -294,7 +342,7 @@ class Call:
         env.update(inv.env)
         if inv.request_id:
             env["STACK_REQUEST_ID"] = inv.request_id
-        if inv.hook is not None:
+        if inv.hook is not None and compile_files is None:
             (meta / "hook.json").write_bytes(json.dumps(inv.hook).encode())
             flat = hooklib.flatten(inv.hook)
             (meta / "hook.flat").write_bytes(hooklib.encode_flat(flat))
@@ -307,6 +355,7 @@ class Call:
         script = str(inv.script)
         prelude_dir: Path | None = lang.prelude.parent if lang.prelude else None
         run_lang = lang
+        build = str(inv.build) if inv.build is not None else ""
         if bwrap:
             inside = isolation.SANDBOX_CODE
             if inv.script.resolve().is_relative_to(self.workdir.resolve()):
@@ -317,7 +366,15 @@ class Call:
             if prelude_dir is not None and lang.prelude is not None:
                 binds.append((prelude_dir, inside / "preludes"))
                 run_lang = _with_prelude(lang, inside / "preludes" / lang.prelude.name)
-        argv = run_lang.argv(interpreter, script, inv.args)
+            if inv.build is not None:
+                build = str(inside / "build")
+                binds.append((inv.build, PurePosixPath(build)))
+        if compile_files is not None:
+            view_files = [str(self.view / name) for name in compile_files]
+            argv = run_lang.compile_argv(interpreter, view_files[0], str(self.view / ".build"),
+                                         view_files)  # fmt: skip
+        else:
+            argv = run_lang.argv(interpreter, script, inv.args, build=build)
 
         launch = [str(engine.launcher), "-p", "-n", "-s", "4"]
         if self.uid is not None:
@@ -348,11 +405,121 @@ class Call:
             env=env,
             timeout=limits.timeout,
             output=limits.output,
+            stderr_limit=inv.stderr_limit,
             memory=limits.memory,
             cpu=math.ceil(limits.cpu) if limits.cpu is not None else None,
             cgi=inv.cgi,
             stdin_data=inv.stdin,
         )
+
+
+@dataclass(frozen=True)
+class Build:
+    """The result of a compile step.
+
+    Attributes:
+        outcome: how the compiler ended (None when the build came from the cache).
+        stdout, stderr, output: what the compiler wrote (output interleaves both).
+        directory: the build, read-only, or None when compilation failed.
+        cached: the build was reused.
+    """
+
+    outcome: Outcome | None
+    stdout: bytes
+    stderr: bytes
+    output: bytes
+    directory: Path | None
+    cached: bool = False
+
+    @property
+    def ok(self) -> bool:
+        """True when there is a build to run."""
+        return self.directory is not None
+
+
+class BuildCache:
+    """Compiled programs by the hash of their sources, compile line and compiler.
+
+    Bounded to ``max_entries`` builds (least recently used go first); safe
+    under concurrent identical requests (one compiles, the others wait).
+    """
+
+    def __init__(self, root: Path, max_entries: int = 128) -> None:
+        self.root = root
+        self.max_entries = max_entries
+        self._locks: dict[str, trio.Lock] = {}
+        self._used: dict[str, float] = {}
+        self.hits = 0
+        self.misses = 0
+
+    def key(self, lang: Language, version: str, sources: Sequence[tuple[str, bytes]]) -> str:
+        """The cache key of a build."""
+        digest = hashlib.sha256()
+        for part in (
+            lang.name,
+            version,
+            json.dumps(list(lang.compile)),
+            json.dumps(dict(lang.env)),
+        ):
+            digest.update(part.encode() + b"\0")
+        for name, data in sources:
+            digest.update(name.encode() + b"\0" + str(len(data)).encode() + b"\0" + data)
+        return digest.hexdigest()[:32]
+
+    @asynccontextmanager
+    async def lock(self, key: str) -> AsyncIterator[None]:
+        """Hold the build of ``key``: concurrent identical builds wait here."""
+        lock = self._locks.setdefault(key, trio.Lock())
+        try:
+            async with lock:
+                yield
+        finally:
+            if not lock.locked() and lock.statistics().tasks_waiting == 0:
+                self._locks.pop(key, None)
+
+    def get(self, key: str) -> Path | None:
+        """The build of ``key``, or None."""
+        path = self.root / key
+        if key in self._used and path.is_dir():
+            self._used[key] = time.monotonic()
+            self.hits += 1
+            return path
+        self.misses += 1
+        return None
+
+    def put(self, key: str, built: Path) -> Path:
+        """Keep a finished build (blocking: copies files); returns its place."""
+        target = self.root / key
+        temporary = self.root / f".{key}.tmp"
+        shutil.rmtree(temporary, ignore_errors=True)
+        _copy_regular_files(built, temporary)
+        shutil.rmtree(target, ignore_errors=True)
+        os.replace(temporary, target)
+        self._used[key] = time.monotonic()
+        while len(self._used) > self.max_entries:
+            oldest = min(self._used, key=self._used.__getitem__)
+            del self._used[oldest]
+            shutil.rmtree(self.root / oldest, ignore_errors=True)
+        return target
+
+
+def _copy_regular_files(source: Path, target: Path) -> None:
+    """Copy a build made by the sandbox uid, as root, without trusting it.
+
+    Only directories and regular files are copied (never symlinks, fifos or
+    devices: a link to /etc/shadow or a fifo must not be read as root), and
+    the copies are root's, read-only for everybody else.
+    """
+    target.mkdir(mode=0o755)
+    for entry in os.scandir(source):
+        info = entry.stat(follow_symlinks=False)
+        if stat.S_ISDIR(info.st_mode):
+            _copy_regular_files(Path(entry.path), target / entry.name)
+        elif stat.S_ISREG(info.st_mode):
+            fd = os.open(entry.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+            with os.fdopen(fd, "rb") as src, open(target / entry.name, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+            os.chmod(target / entry.name, 0o755 if info.st_mode & 0o100 else 0o644)
 
 
 def _with_prelude(lang: Language, prelude: PurePosixPath) -> Language:
@@ -419,6 +586,7 @@ async def open_engine(config: EngineConfig | None = None) -> AsyncIterator[Engin
     os.chmod(base, 0o711)
     (base / "calls").mkdir(mode=0o711)
     (base / "scripts").mkdir(mode=0o755)
+    (base / "builds").mkdir(mode=0o755)
     try:
         yield Engine(config, registry, launcher=launcher, isolation_mode=mode, bwrap=bwrap,
                      base=base)  # fmt: skip

@@ -10,7 +10,7 @@ import os
 import re
 import shutil
 import subprocess
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -23,7 +23,8 @@ from .errors import ConfigError, InterpreterMissing, UnknownLanguage
 _VERSION = re.compile(r"(\d+\.\d+(?:\.\d+)?)")
 _FIELDS = {
     "name", "aliases", "extensions", "shebangs", "interpreter", "package", "version",
-    "run", "inline", "prelude", "memory_limit", "env", "hook_env", "description",
+    "run", "inline", "prelude", "memory_limit", "env", "hook_env", "description", "compile",
+    "entry",
 }  # fmt: skip
 
 
@@ -45,6 +46,10 @@ class Language:
         memory_limit: ``"as"`` or ``"data"``: which rlimit caps memory.
         env: extra environment for every call.
         hook_env: also export the flattened ``Hook_*`` variables in the environment.
+        compile: argv template of the compile step (``{files}``, ``{build}``...),
+            empty for interpreted languages.
+        entry: the entry file's name when a request does not give one
+            (``Main.java``); default ``main`` + the first extension.
         source: the YAML file it came from.
     """
 
@@ -62,6 +67,8 @@ class Language:
     env: Mapping[str, str] = field(default_factory=dict)
     hook_env: bool = False
     description: str = ""
+    compile: tuple[str, ...] = ()
+    entry: str = ""
     source: Path | None = None
 
     def __post_init__(self) -> None:
@@ -71,7 +78,10 @@ class Language:
             raise ConfigError(
                 f"{self.source}: memory_limit must be 'as' or 'data', got {self.memory_limit!r}"
             )
-        if "{script}" not in self.run:
+        if self.compile:
+            if not any("{build}" in part for part in self.run):
+                raise ConfigError(f"{self.source}: a compiled language's 'run' must use {{build}}")
+        elif "{script}" not in self.run:
             raise ConfigError(f"{self.source}: 'run' must contain {{script}}")
 
     @classmethod
@@ -118,6 +128,8 @@ class Language:
             env={str(k): str(v) for k, v in env.items()},
             hook_env=bool(data.get("hook_env", False)),
             description=str(data.get("description", "")),
+            compile=strings("compile"),
+            entry=str(data.get("entry", "")),
             source=source,
         )
 
@@ -129,21 +141,40 @@ class Language:
         """The interpreter's absolute path on ``path`` (default: $PATH), or None."""
         return shutil.which(self.interpreter, path=path)
 
-    def argv(self, interpreter: str, script: str, args: Iterable[str] = ()) -> list[str]:
+    def argv(self, interpreter: str, script: str, args: Iterable[str] = (), *,
+             build: str = "", files: Sequence[str] = ()) -> list[str]:  # fmt: skip
         """The command line that runs ``script`` with this language."""
+        return self._expand(self.run, interpreter, script, build, files) + list(args)
+
+    def compile_argv(self, interpreter: str, script: str, build: str,
+                     files: Sequence[str]) -> list[str]:  # fmt: skip
+        """The command line that compiles ``files`` (entry ``script``) into ``build``."""
+        return self._expand(self.compile, interpreter, script, build, files)
+
+    def entry_name(self) -> str:
+        """The entry file's default name (``main.c``, ``Main.java``)."""
+        return self.entry or "main" + (self.extensions[0] if self.extensions else "")
+
+    def _expand(self, template: Sequence[str], interpreter: str, script: str, build: str,
+                files: Sequence[str]) -> list[str]:  # fmt: skip
         values = {
             "{interpreter}": interpreter,
             "{script}": script,
             "{prelude}": str(self.prelude) if self.prelude else "",
+            "{build}": build,
+            "{stem}": os.path.splitext(os.path.basename(script))[0],
         }
-        argv = []
-        for part in self.run:
+        argv: list[str] = []
+        for part in template:
             if part == "{prelude}" and not self.prelude:
                 continue  # no prelude: no empty argument either
+            if part == "{files}":
+                argv.extend(files or [script])
+                continue
             for placeholder, value in values.items():
                 part = part.replace(placeholder, value)
             argv.append(part)
-        return argv + list(args)
+        return argv
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import psutil
 import trio
 
 from .control import Control, Event, Head
@@ -161,6 +162,95 @@ class CallIO(Protocol):
     def on_event(self, event: Event) -> None:
         """A log line (stderr or fd 3) or an ignored control message."""
 
+    def on_started(self, running: Running) -> None:
+        """The process is running: ``running`` can signal it until it ends."""
+
+
+class Running:
+    """A handle on a running call, given to :meth:`CallIO.on_started`."""
+
+    def __init__(self, call: _Call) -> None:
+        self._call = call
+
+    def signal(self, number: int) -> int:
+        """Send a signal to the call's program and everything it started.
+
+        The launcher, its reaper and bubblewrap's own processes are skipped,
+        so the signal reaches the script as if sent to it directly. Returns
+        how many processes were signalled (blocking: reads /proc; cheap).
+        """
+        call = self._call
+        if call.reaper is None or call.exited.is_set():
+            return 0
+        try:
+            tree = psutil.Process(call.reaper).children(recursive=True)
+        except psutil.Error:
+            return 0
+        sent = 0
+        for proc in tree:
+            try:
+                if proc.name() == "bwrap":
+                    continue
+                proc.send_signal(number)
+                sent += 1
+            except psutil.Error:
+                continue
+        return sent
+
+
+class CollectIO:
+    """A CallIO that keeps stdout, stderr and both interleaved in the order read.
+
+    Args:
+        stdin: the whole of stdin.
+    """
+
+    def __init__(self, stdin: bytes = b"") -> None:
+        self._stdin = stdin
+        self._out: list[bytes] = []
+        self._err: list[bytes] = []
+        self._both: list[bytes] = []
+        self.head: Head | None = None
+
+    @property
+    def stdout(self) -> bytes:
+        """Everything written to stdout."""
+        return b"".join(self._out)
+
+    @property
+    def stderr(self) -> bytes:
+        """Everything written to stderr."""
+        return b"".join(self._err)
+
+    @property
+    def output(self) -> bytes:
+        """Both streams, interleaved in the order they were read."""
+        return b"".join(self._both)
+
+    async def receive_stdin(self) -> bytes:
+        data, self._stdin = self._stdin, b""
+        return data
+
+    async def send_head(self, head: Head) -> None:
+        self.head = head
+
+    async def send_body(self, data: bytes) -> None:
+        self._out.append(data)
+        self._both.append(data)
+
+    async def end_body(self) -> None:
+        pass
+
+    def on_stderr(self, data: bytes) -> None:
+        self._err.append(data)
+        self._both.append(data)
+
+    def on_event(self, event: Event) -> None:
+        pass
+
+    def on_started(self, running: Running) -> None:
+        pass
+
 
 @dataclass(frozen=True)
 class Spawn:
@@ -229,6 +319,7 @@ class _Call:
         self.ctl_fd = -1
         self.ctl_eof = False
         self.stdout_wait: trio.CancelScope | None = None
+        self.reaper: int | None = None
 
     # -- control channel ---------------------------------------------------
 
@@ -413,16 +504,35 @@ class _Call:
             )
 
     async def read_status(self, stream: trio.lowlevel.FdStream) -> None:
+        await self.read_reaper(stream)
         while chunk := await stream.receive_some(CHUNK):
             self.status_buf += chunk
         self.parse_status()
 
     def parse_status(self) -> None:
+        status = None
+        for line in self.status_buf.splitlines():
+            try:
+                parsed = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(parsed, dict) and "exit" in parsed:
+                status = parsed
+        self.status = status
+
+    async def read_reaper(self, stream: trio.lowlevel.FdStream) -> None:
+        """The first status line names the reaper; then the rest is read."""
+        while b"\n" not in self.status_buf:
+            chunk = await stream.receive_some(CHUNK)
+            if not chunk:
+                return
+            self.status_buf += chunk
+        first = self.status_buf.split(b"\n", 1)[0]
         try:
-            status = json.loads(self.status_buf) if self.status_buf.strip() else None
-        except ValueError:
-            status = None
-        self.status = status if isinstance(status, dict) else None
+            self.reaper = int(json.loads(first).get("reaper", 0)) or None
+        except (ValueError, AttributeError, TypeError):
+            self.reaper = None
+        self.io.on_started(Running(self))
 
     async def wait_exit(self) -> None:
         await _wait_pid(self.pid)

@@ -58,9 +58,23 @@ def test_shipped_languages_are_iterated_by_name(registry: Registry) -> None:
     assert names == sorted(names)
 
 
+COMPILED = {"c", "cpp", "rust", "go", "java"}
+
+
+def test_shipped_compiled_languages_build_into_build(registry: Registry) -> None:
+    for name in COMPILED:
+        lang = registry.get(name)
+        assert lang.compile, name
+        assert any("{build}" in part for part in lang.run), name
+        argv = lang.compile_argv("cc", "/w/main.x", "/w/.build", ["/w/main.x", "/w/b.x"])
+        assert "/w/.build" in " ".join(argv), name
+
+
 def test_shipped_languages_have_their_preludes(registry: Registry) -> None:
     for lang in registry:
         assert lang.source == ROOT / "languages" / f"{lang.name}.yaml"
+        if lang.name in COMPILED:
+            continue
         assert lang.prelude is not None, lang.name
         assert lang.prelude.parent == ROOT / "languages" / "preludes"
         assert lang.prelude.is_file()

@@ -27,7 +27,13 @@ LANGUAGES = ROOT / "languages"
 PRELUDES = LANGUAGES / "preludes"
 EXAMPLES = ROOT / "examples" / "services"
 
-REGISTRY = {path.stem: yaml.safe_load(path.read_text()) for path in LANGUAGES.glob("*.yaml")}
+# The interpreted languages (those with a prelude); compiled ones are tested
+# through the execute API in test_execute.py.
+REGISTRY = {
+    path.stem: spec
+    for path in LANGUAGES.glob("*.yaml")
+    if "prelude" in (spec := yaml.safe_load(path.read_text()))
+}
 FIELDS = {
     "name",
     "aliases",

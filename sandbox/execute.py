@@ -1,0 +1,341 @@
+"""Submitted code: Piston's v2 execute API, runtimes, and interactive sessions.
+
+Request parsing and result shaping are sans-IO; :func:`execute` runs a job
+through the engine (compile stage when the language has one, then the run).
+
+    POST /api/v2/execute   {"language": "python", "files": [{"content": "print(1)"}]}
+    GET  /api/v2/runtimes
+    WS   /api/v2/connect   init / data / signal  ->  runtime / stage / data / exit / error
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import signal
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+from typing import Any
+
+import semantic_version  # type: ignore[import-untyped]
+
+from .engine import Build, Call, Engine, Invocation
+from .errors import LimitTooHigh, RequestError, UnknownLanguage
+from .languages import Language, Registry
+from .limits import Limits
+from .process import CallIO, CollectIO, Outcome, signal_name
+
+DEFAULT_OUTPUT = 1024 * 1024
+"""Bytes kept per stream and stage (Piston's 1024 is too small to be useful)."""
+
+MAX_FILES = 64
+_PISTON_STATUS = {
+    "timeout": "TO",
+    "cpu": "TO",
+    "signal": "SG",
+    "file_size": "SG",
+    "exit": "RE",
+    "error": "RE",
+    "spawn": "XX",
+    "killed": "SG",
+}
+
+
+@dataclass(frozen=True)
+class Job:
+    """A validated execute request.
+
+    Attributes:
+        language: the language to run.
+        version: the installed version that matched the request's selector.
+        files: (relative name, content), the entry point first.
+        stdin: bytes given to stdin.
+        args: arguments after the entry file.
+        run: limits of the run stage.
+        compile: limits of the compile stage.
+        output: bytes kept per stream; past it OL (stdout) or EL (stderr).
+    """
+
+    language: Language
+    version: str
+    files: tuple[tuple[str, bytes], ...]
+    stdin: bytes
+    args: tuple[str, ...]
+    run: Limits
+    compile: Limits
+    output: int
+
+
+def runtimes(registry: Registry) -> list[dict[str, Any]]:
+    """``GET /api/v2/runtimes``: every installed language, with its probed version."""
+    listed = []
+    for lang in registry:
+        found = registry.installed(lang)
+        if not found.available:
+            continue
+        entry: dict[str, Any] = {
+            "language": lang.name,
+            "version": _semver(found.version),
+            "aliases": list(lang.aliases),
+        }
+        if lang.interpreter != lang.name:
+            entry["runtime"] = lang.interpreter
+        listed.append(entry)
+    return listed
+
+
+def _semver(version: str | None) -> str:
+    try:
+        return str(semantic_version.Version.coerce(version or "0"))
+    except ValueError:
+        return version or "0.0.0"
+
+
+def parse_job(body: Any, engine: Engine, *, output: int = DEFAULT_OUTPUT) -> Job:
+    """Validate an execute request (a decoded JSON value).
+
+    Raises:
+        RequestError: a missing or malformed field, naming it.
+        UnknownLanguage: no such language or version installed, naming what is.
+        LimitTooHigh: a limit above the server's maximum, naming it.
+    """
+    if not isinstance(body, dict):
+        raise RequestError("the request body must be a JSON object")
+    language = body.get("language")
+    if not isinstance(language, str) or not language:
+        raise RequestError("language is required as a string")
+    registry = engine.registry
+    try:
+        lang = registry.get(language)
+    except UnknownLanguage:
+        raise UnknownLanguage(
+            f"{language}-{body.get('version', '*')} runtime is unknown; available: "
+            + ", ".join(f"{r['language']}-{r['version']}" for r in runtimes(registry)),
+            language=language,
+        ) from None
+    installed = registry.installed(lang)
+    version = _semver(installed.version)
+    selector = body.get("version")
+    if selector is not None and not isinstance(selector, str):
+        raise RequestError('version must be a string (a semver selector such as "*" or "3.x")')
+    if not installed.available or not _matches(selector or "*", version):
+        available = ", ".join(f"{r['language']}-{r['version']}" for r in runtimes(registry))
+        raise UnknownLanguage(
+            f"{language}-{selector or '*'} runtime is unknown; available: {available}",
+            language=language,
+        )
+    files = _files(body.get("files"), lang)
+    stdin = body.get("stdin", "")
+    if not isinstance(stdin, str):
+        raise RequestError("stdin must be a string")
+    args = body.get("args", [])
+    if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
+        raise RequestError("args must be an array of strings")
+    run = _stage_limits(body, "run", engine)
+    compile_limits = _stage_limits(body, "compile", engine, compile_stage=True)
+    compile_limits = Limits(**{**compile_limits.to_json(), "output": output})
+    return Job(lang, version, files, stdin.encode(), tuple(args), run, compile_limits, output)
+
+
+def _matches(selector: str, version: str) -> bool:
+    selector = selector.strip()
+    if selector in ("*", "", "latest", "x"):
+        return True
+    try:
+        return bool(semantic_version.NpmSpec(selector).match(semantic_version.Version(version)))
+    except ValueError:
+        return False
+
+
+def _files(raw: Any, lang: Language) -> tuple[tuple[str, bytes], ...]:
+    if not isinstance(raw, list) or not raw:
+        raise RequestError("files is required as a non-empty array")
+    if len(raw) > MAX_FILES:
+        raise RequestError(f"at most {MAX_FILES} files")
+    files: list[tuple[str, bytes]] = []
+    seen: set[str] = set()
+    for index, item in enumerate(raw):
+        if not isinstance(item, dict) or not isinstance(item.get("content"), str):
+            raise RequestError(f"files[{index}].content is required as a string")
+        name = item.get("name")
+        if name is None or name == "":
+            name = lang.entry_name() if index == 0 else f"file{index}.code"
+        if not isinstance(name, str):
+            raise RequestError(f"files[{index}].name must be a string")
+        path = PurePosixPath(name)
+        if path.is_absolute() or ".." in path.parts or not path.parts or "\0" in name:
+            raise RequestError(
+                f"files[{index}].name {name!r} points outside the job directory", file=name
+            )
+        name = str(path)
+        if name.startswith(".stack") or name.startswith(".build") or name in seen:
+            raise RequestError(f"files[{index}].name {name!r} is reserved or repeated")
+        seen.add(name)
+        files.append((name, _decode(item["content"], item.get("encoding", "utf8"), index)))
+    return tuple(files)
+
+
+def _decode(content: str, encoding: Any, index: int) -> bytes:
+    try:
+        if encoding in (None, "utf8", "utf-8"):
+            return content.encode("utf-8")
+        if encoding == "base64":
+            return base64.b64decode(content, validate=True)
+        if encoding == "hex":
+            return bytes.fromhex(content)
+    except (ValueError, binascii.Error) as exc:
+        raise RequestError(f"files[{index}].content is not valid {encoding}: {exc}") from exc
+    raise RequestError(f"files[{index}].encoding must be utf8, base64 or hex, not {encoding!r}")
+
+
+def _stage_limits(body: Mapping[str, Any], stage: str, engine: Engine, *,
+                  compile_stage: bool = False) -> Limits:  # fmt: skip
+    base = engine.config.limits
+    maxima = engine.config.maxima
+    changes: dict[str, Any] = {}
+    if compile_stage:
+        # Compilers need more room than the programs they build.
+        changes = {"timeout": _max(maxima.timeout, 30.0), "cpu": _max(maxima.cpu, 30.0),
+                   "memory": _max(maxima.memory, 2 * 1024**3)}  # fmt: skip
+    for field, unit, key in (("timeout", 0.001, "timeout"), ("cpu_time", 0.001, "cpu"),
+                             ("memory_limit", 1, "memory")):  # fmt: skip
+        name = f"{stage}_{field}"
+        value = body.get(name)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise RequestError(f"If specified, {name} must be a number")
+        if value == -1 and key == "memory":
+            changes[key] = maxima.memory
+            continue
+        if value <= 0:
+            raise RequestError(f"{name} must be positive (or -1 for the server maximum)")
+        scaled = value * unit if key != "memory" else int(value)
+        ceiling = getattr(maxima, key)
+        if ceiling is not None and scaled > ceiling:
+            shown = ceiling / unit if key != "memory" else ceiling
+            raise LimitTooHigh(
+                f"{name} cannot exceed the configured limit of {shown:g}",
+                limit=name,
+                maximum=shown,
+            )
+        changes[key] = scaled
+    limits = Limits(**{**base.to_json(), **changes})
+    return limits
+
+
+def _max(ceiling: float | int | None, wanted: float) -> Any:
+    return wanted if ceiling is None else min(ceiling, wanted)
+
+
+def stage_result(outcome: Outcome | None, collect: CollectIO | Build | None) -> dict[str, Any]:
+    """One stage (``run`` or ``compile``) in Piston's shape."""
+    if outcome is None:  # a build reused from the cache
+        return {"stdout": "", "stderr": "", "output": "", "code": 0, "signal": None,
+                "message": "cached", "status": None, "cpu_time": 0, "wall_time": 0,
+                "memory": 0}  # fmt: skip
+    assert collect is not None
+    status: str | None = None
+    if outcome.reason == "output":
+        status = "EL" if outcome.stream == "stderr" else "OL"
+    elif outcome.reason == "memory":
+        status = "SG" if outcome.signal else "RE"
+    elif outcome.reason != "ok":
+        status = _PISTON_STATUS.get(outcome.reason, "XX")
+    sig = signal_name(outcome.signal) if outcome.signal else None
+    if status in ("TO", "OL", "EL"):
+        sig = "SIGKILL"
+    return {
+        "stdout": collect.stdout.decode("utf-8", "replace"),
+        "stderr": collect.stderr.decode("utf-8", "replace"),
+        "output": collect.output.decode("utf-8", "replace"),
+        "code": outcome.exit_code,
+        "signal": sig,
+        "message": outcome.message or None,
+        "status": status,
+        "cpu_time": round(outcome.usage.cpu * 1000),
+        "wall_time": round(outcome.usage.wall * 1000),
+        "memory": outcome.usage.memory,
+    }
+
+
+async def prepare(call: Call, job: Job) -> list[str]:
+    """Write the job's files into the call's directory; returns their names."""
+    names = []
+    for name, content in job.files:
+        call.write_file(name, content)
+        names.append(name)
+    return names
+
+
+async def compile_stage(call: Call, job: Job, names: Sequence[str]) -> Build:
+    """Compile the job (its language has a compile step)."""
+    entry = call.workdir / names[0]
+    invocation = Invocation(job.language, entry, stderr_limit=job.output)
+    return await call.build(invocation, names, limits=job.compile)
+
+
+def run_invocation(call: Call, job: Job, names: Sequence[str], build: Build | None,
+                   *, stdin: bool = True) -> Invocation:  # fmt: skip
+    """The run stage of a job."""
+    return Invocation(
+        job.language,
+        call.workdir / names[0],
+        args=job.args,
+        stdin=job.stdin if stdin else b"",
+        build=build.directory if build is not None else None,
+        stderr_limit=job.output,
+    )
+
+
+async def execute(engine: Engine, job: Job) -> dict[str, Any]:
+    """Run a job to the end; the Piston-shaped result."""
+    run_limits = Limits(**{**job.run.to_json(), "output": job.output})
+    async with engine.open_call(run_limits) as call:
+        names = await prepare(call, job)
+        result: dict[str, Any] = {"language": job.language.name, "version": job.version}
+        build = None
+        if job.language.compile:
+            build = await compile_stage(call, job, names)
+            result["compile"] = stage_result(build.outcome, build)
+            if not build.ok:
+                result["run"] = result["compile"]  # as Piston does when the run never started
+                return result
+        collect = CollectIO(job.stdin)
+        outcome = await call.run(run_invocation(call, job, names, build, stdin=False), collect)
+        result["run"] = stage_result(outcome, collect)
+        return result
+
+
+SIGNALS = {name: int(sig) for name, sig in signal.Signals.__members__.items()}
+
+
+def parse_signal(value: Any) -> int:
+    """A signal from a WebSocket ``signal`` message: ``"SIGINT"`` or a number.
+
+    Raises:
+        ValueError: not a signal.
+    """
+    if isinstance(value, int) and not isinstance(value, bool) and 0 < value < 65:
+        return value
+    if isinstance(value, str) and value in SIGNALS:
+        return SIGNALS[value]
+    raise ValueError(f"invalid signal {value!r}")
+
+
+def dumps(value: Any) -> bytes:
+    """Compact JSON bytes."""
+    return json.dumps(value, separators=(",", ":")).encode()
+
+
+__all__ = [
+    "CallIO",
+    "Job",
+    "execute",
+    "parse_job",
+    "parse_signal",
+    "runtimes",
+    "stage_result",
+]

@@ -1,0 +1,280 @@
+"""The ASGI side of submitted code: Piston's v2 routes over HTTP and WebSocket.
+
+GET  /api/v2/runtimes
+POST /api/v2/execute     (a JSON body, whatever its Content-Type: real clients send text/plain)
+WS   /api/v2/connect
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+import logging
+import math
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+import trio
+
+from . import execute as ex
+from .control import Event, Head
+from .engine import Engine
+from .errors import BodyTooLarge, RequestError, StackError
+from .limits import Limits
+from .process import CollectIO, Running
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+PREFIX = "/api/v2"
+MAX_REQUEST = 64 * 1024 * 1024
+log = logging.getLogger("stack")
+
+# WebSocket close codes, as Piston's.
+COMPLETED, ALREADY_INITIALIZED, INIT_TIMEOUT, NOTIFIED_ERROR = 4999, 4000, 4001, 4002
+NOT_INITIALIZED, STDIN_ONLY, INVALID_SIGNAL = 4003, 4004, 4005
+INIT_WAIT = 1.0
+
+
+async def read_json(receive: Receive, limit: int) -> Any:
+    """Read a whole request body and decode it as JSON.
+
+    Raises:
+        BodyTooLarge, RequestError.
+    """
+    parts: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise RequestError("the client went away")
+        data = message.get("body", b"")
+        size += len(data)
+        if size > limit:
+            raise BodyTooLarge(f"the request body is over the limit of {limit} bytes")
+        parts.append(data)
+        if not message.get("more_body", False):
+            break
+    try:
+        return json.loads(b"".join(parts))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise RequestError(f"the body is not valid JSON: {exc}") from exc
+
+
+async def handle_http(engine: Engine, scope: Scope, receive: Receive, send: Send,
+                      send_json: Callable[..., Awaitable[None]], request_id: str,
+                      output: int) -> bool:  # fmt: skip
+    """Serve a Piston HTTP route; False when the path is not one."""
+    path = scope.get("path", "")
+    method = scope.get("method", "GET")
+    if path == f"{PREFIX}/runtimes" and method in ("GET", "HEAD"):
+        await send_json(send, 200, ex.runtimes(engine.registry), request_id)
+        return True
+    if path == f"{PREFIX}/execute":
+        if method != "POST":
+            await send_json(send, 405, {"message": "use POST"}, request_id)
+            return True
+        body = await read_json(receive, MAX_REQUEST)
+        job = ex.parse_job(body, engine, output=output)
+        result = await ex.execute(engine, job)
+        await send_json(send, 200, result, request_id)
+        return True
+    if path.startswith(PREFIX + "/") or path == PREFIX:
+        await send_json(send, 404, {"message": "Not Found"}, request_id)
+        return True
+    return False
+
+
+class _WsIO:
+    """A call's IO over a Piston WebSocket: stdin from ``data`` messages, output as ``data``."""
+
+    def __init__(self, outgoing: trio.MemorySendChannel[dict[str, Any]],
+                 stdin: trio.MemoryReceiveChannel[bytes]) -> None:  # fmt: skip
+        self.outgoing = outgoing
+        self.stdin = stdin
+        self.running: Running | None = None
+        self._out = codecs.getincrementaldecoder("utf-8")("replace")
+        self._err = codecs.getincrementaldecoder("utf-8")("replace")
+
+    async def receive_stdin(self) -> bytes:
+        try:
+            return await self.stdin.receive()
+        except trio.EndOfChannel:
+            return b""
+
+    async def send_head(self, head: Head) -> None:
+        pass
+
+    async def send_body(self, data: bytes) -> None:
+        text = self._out.decode(data)
+        if text:
+            await self.outgoing.send({"type": "data", "stream": "stdout", "data": text})
+
+    async def end_body(self) -> None:
+        pass
+
+    def on_stderr(self, data: bytes) -> None:
+        text = self._err.decode(data)
+        if text:
+            self.outgoing.send_nowait({"type": "data", "stream": "stderr", "data": text})
+
+    def on_event(self, event: Event) -> None:
+        pass
+
+    def on_started(self, running: Running) -> None:
+        self.running = running
+
+
+async def handle_connect(engine: Engine, scope: Scope, receive: Receive, send: Send,
+                         output: int) -> None:  # fmt: skip
+    """``WS /api/v2/connect``: an interactive job, Piston's protocol.
+
+    The client sends ``init`` (an execute request) within a second, then any
+    number of ``{"type":"data","stream":"stdin","data":...}`` and
+    ``{"type":"signal","signal":"SIGINT"}``; the server sends ``runtime``,
+    ``stage``, ``data`` (stdout/stderr), ``exit`` per stage, and closes with
+    4999 when the job is done.
+    """
+    message = await receive()
+    if message["type"] != "websocket.connect":
+        return
+    await send({"type": "websocket.accept"})
+
+    async def send_json(value: Any) -> None:
+        await send({"type": "websocket.send", "text": json.dumps(value)})
+
+    async def close(code: int, reason: str) -> None:
+        await send({"type": "websocket.close", "code": code, "reason": reason})
+
+    init: Any = None
+    with trio.move_on_after(INIT_WAIT):
+        while init is None:
+            message = await receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            try:
+                init = _decode(message)
+            except ValueError as exc:
+                await send_json({"type": "error", "message": str(exc)})
+                await close(NOTIFIED_ERROR, "Notified Error")
+                return
+            if init.get("type") != "init":
+                await close(NOT_INITIALIZED, "Not yet initialized")
+                return
+    if init is None:
+        await close(INIT_TIMEOUT, "Initialization Timeout")
+        return
+    try:
+        job = ex.parse_job(init, engine, output=output)
+    except StackError as exc:
+        await send_json({"type": "error", "message": exc.message})
+        await close(NOTIFIED_ERROR, "Notified Error")
+        return
+    await send_json({"type": "runtime", "language": job.language.name, "version": job.version})
+    outgoing, outgoing_rx = trio.open_memory_channel[dict[str, Any]](math.inf)
+    stdin_tx, stdin_rx = trio.open_memory_channel[bytes](16)
+    io = _WsIO(outgoing, stdin_rx)
+    closing: list[tuple[int, str]] = []
+
+    async def pump_out() -> None:
+        async for item in outgoing_rx:
+            await send_json(item)
+
+    async def read_client(job_scope: trio.CancelScope) -> None:
+        async with stdin_tx:
+            while True:
+                message = await receive()
+                if message["type"] == "websocket.disconnect":
+                    job_scope.cancel()
+                    return
+                try:
+                    msg = _decode(message)
+                except ValueError as exc:
+                    await outgoing.send({"type": "error", "message": str(exc)})
+                    continue
+                kind = msg.get("type")
+                if kind == "init":
+                    closing.append((ALREADY_INITIALIZED, "Already Initialized"))
+                    job_scope.cancel()
+                    return
+                if kind == "data":
+                    if msg.get("stream") != "stdin" or not isinstance(msg.get("data"), str):
+                        closing.append((STDIN_ONLY, "Can only write to stdin"))
+                        job_scope.cancel()
+                        return
+                    await stdin_tx.send(msg["data"].encode())
+                elif kind == "signal":
+                    try:
+                        number = ex.parse_signal(msg.get("signal"))
+                    except ValueError:
+                        closing.append((INVALID_SIGNAL, "Invalid signal"))
+                        job_scope.cancel()
+                        return
+                    if io.running is not None:
+                        await trio.to_thread.run_sync(io.running.signal, number)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(pump_out)
+        with trio.CancelScope() as job_scope:
+            nursery.start_soon(read_client, job_scope)
+            await _run_job(engine, job, io, outgoing)
+        nursery.cancel_scope.cancel()
+    # Whatever is still queued goes out before the close.
+    while True:
+        try:
+            await send_json(outgoing_rx.receive_nowait())
+        except (trio.WouldBlock, trio.EndOfChannel):
+            break
+    code, reason = closing[0] if closing else (COMPLETED, "Job Completed")
+    await close(code, reason)
+
+
+async def _run_job(engine: Engine, job: ex.Job, io: _WsIO,
+                   outgoing: trio.MemorySendChannel[dict[str, Any]]) -> None:  # fmt: skip
+    run_limits = Limits(**{**job.run.to_json(), "output": job.output})
+    async with engine.open_call(run_limits) as call:
+        names = await ex.prepare(call, job)
+        build = None
+        if job.language.compile:
+            await outgoing.send({"type": "stage", "stage": "compile"})
+            build = await ex.compile_stage(call, job, names)
+            for stream, data in (("stdout", build.stdout), ("stderr", build.stderr)):
+                if data:
+                    text = data.decode("utf-8", "replace")
+                    await outgoing.send({"type": "data", "stream": stream, "data": text})
+            stage = ex.stage_result(build.outcome, build)
+            await outgoing.send(_exit("compile", stage))
+            if not build.ok:
+                return
+        await outgoing.send({"type": "stage", "stage": "run"})
+        invocation = ex.run_invocation(call, job, names, build)
+        outcome = await call.run(invocation, io)
+        collect = CollectIO()
+        await outgoing.send(_exit("run", ex.stage_result(outcome, collect)))
+
+
+def _exit(stage: str, result: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "type": "exit",
+        "stage": stage,
+        "code": result["code"],
+        "signal": result["signal"],
+        "status": result["status"],
+        "message": result["message"],
+        "error": result["message"] if result["status"] else None,
+    }
+
+
+def _decode(message: Message) -> dict[str, Any]:
+    raw = message.get("text")
+    if raw is None:
+        raw = (message.get("bytes") or b"").decode("utf-8", "replace")
+    try:
+        value = json.loads(raw)
+    except ValueError as exc:
+        raise ValueError(f"message is not JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise ValueError("message must be a JSON object")
+    return value
