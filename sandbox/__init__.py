@@ -3,6 +3,7 @@
 from .engine import Call, Engine, EngineConfig, Invocation, Statistics, open_engine
 from .errors import (
     BodyTooLarge,
+    CompileError,
     ConfigError,
     InterpreterMissing,
     LanguageError,
@@ -24,6 +25,7 @@ __all__ = [
     "BodyTooLarge",
     "Call",
     "CallIO",
+    "CompileError",
     "ConfigError",
     "Engine",
     "EngineConfig",

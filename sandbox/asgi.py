@@ -22,10 +22,10 @@ from . import hook as hooklib
 from . import piston
 from .control import Event, Head
 from .engine import Call, Engine, EngineConfig, Invocation, open_engine
-from .errors import BodyTooLarge, NotFound, RequestError, StackError
+from .errors import BodyTooLarge, CompileError, NotFound, RequestError, StackError
 from .execute import DEFAULT_OUTPUT
 from .process import Outcome, Running, signal_name
-from .services import ServiceOptions, Services
+from .services import Service, ServiceOptions, Services
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -368,6 +368,9 @@ class StackApp:
             )
             params.update(extra)
         async with self.engine.open_call(limits) as call:
+            build = None
+            if service.language.compile:
+                build = await self._build(call, service)
             if kind == "multipart":
                 stdin = await self._uploads(call, body, info, params)
             hook = hooklib.build_hook(info, params, request_id=request_id, env=service.env)
@@ -383,8 +386,28 @@ class StackApp:
                 cgi=service.cgi,
                 network=service.network,
                 stdin=stdin,
+                build=build,
             )
             return await self._run(call, invocation, body, kind == "raw", send, request_id)
+
+    async def _build(self, call: Call, service: Service) -> Path:
+        """Compile a service in a compiled language (cached after the first call).
+
+        Raises:
+            CompileError: the compiler failed; its output rides on the error.
+        """
+        source = await trio.to_thread.run_sync(service.staged.read_bytes)
+        call.write_file(service.staged.name, source)
+        invocation = Invocation(service.language, call.workdir / service.staged.name)
+        built = await call.build(invocation, [service.staged.name], self.engine.compile_limits())
+        if built.directory is None:
+            outcome = built.outcome
+            raise CompileError(
+                f"{service.staged.name} does not compile"
+                + (f" ({outcome.message})" if outcome is not None and outcome.message else ""),
+                output=built.output.decode("utf-8", "replace")[-8000:],
+            )
+        return built.directory
 
     async def _uploads(self, call: Call, body: _Body, info: hooklib.RequestInfo,
                        params: dict[str, Any]) -> bytes:  # fmt: skip

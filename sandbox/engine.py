@@ -188,6 +188,25 @@ class Engine:
                 limits = Limits.from_mapping(override, base=limits)
         return limits.within(self.config.maxima)
 
+    def compile_limits(self) -> Limits:
+        """Limits for a compile step: compilers need more room than the programs they build.
+
+        The defaults, raised to 30 s of time and CPU and 2 GiB of memory
+        (capped by the maxima).
+        """
+        maxima, limits = self.config.maxima, self.config.limits
+
+        def raised(current: Any, wanted: float, ceiling: Any) -> Any:
+            value = wanted if current is None else max(current, wanted)
+            return value if ceiling is None else min(ceiling, value)
+
+        return dataclasses.replace(
+            limits,
+            timeout=raised(limits.timeout, 30.0, maxima.timeout),
+            cpu=raised(limits.cpu, 30.0, maxima.cpu),
+            memory=raised(limits.memory, 2 * 1024**3, maxima.memory),
+        )
+
     @asynccontextmanager
     async def open_call(self, limits: Limits | None = None) -> AsyncIterator[Call]:
         """Wait for a slot and prepare a call's private directory and uid.
@@ -410,6 +429,7 @@ class Call:
             cpu=math.ceil(limits.cpu) if limits.cpu is not None else None,
             cgi=inv.cgi,
             stdin_data=inv.stdin,
+            exit_is_signal=bwrap,
         )
 
 

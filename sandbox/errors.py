@@ -11,6 +11,7 @@
     +-- NotFound                    no such service or route (404)
     +-- Overloaded                  the queue is full (503, Retry-After)
     +-- SpawnError                  the process could not be started (500)
+    +-- CompileError                a service's source does not compile (500)
 
 Each error's message says what happened and what to do instead; context
 rides on attributes so that front doors map errors to responses in one place.
@@ -102,6 +103,13 @@ class Overloaded(StackError):
     def __init__(self, message: str, retry_after: int = 1) -> None:
         super().__init__(message, retry_after=retry_after)
         self.retry_after = retry_after
+
+
+class CompileError(StackError):
+    """A service's source did not compile; ``output`` holds the compiler's words."""
+
+    status = 500
+    code = "compile"
 
 
 class SpawnError(StackError):

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
 
-import semantic_version  # type: ignore[import-untyped]
+import semantic_version
 
 from .engine import Build, Call, Engine, Invocation
 from .errors import LimitTooHigh, RequestError, UnknownLanguage
@@ -192,13 +192,9 @@ def _decode(content: str, encoding: Any, index: int) -> bytes:
 
 def _stage_limits(body: Mapping[str, Any], stage: str, engine: Engine, *,
                   compile_stage: bool = False) -> Limits:  # fmt: skip
-    base = engine.config.limits
+    base = engine.compile_limits() if compile_stage else engine.config.limits
     maxima = engine.config.maxima
     changes: dict[str, Any] = {}
-    if compile_stage:
-        # Compilers need more room than the programs they build.
-        changes = {"timeout": _max(maxima.timeout, 30.0), "cpu": _max(maxima.cpu, 30.0),
-                   "memory": _max(maxima.memory, 2 * 1024**3)}  # fmt: skip
     for field, unit, key in (("timeout", 0.001, "timeout"), ("cpu_time", 0.001, "cpu"),
                              ("memory_limit", 1, "memory")):  # fmt: skip
         name = f"{stage}_{field}"
@@ -224,10 +220,6 @@ def _stage_limits(body: Mapping[str, Any], stage: str, engine: Engine, *,
         changes[key] = scaled
     limits = Limits(**{**base.to_json(), **changes})
     return limits
-
-
-def _max(ceiling: float | int | None, wanted: float) -> Any:
-    return wanted if ceiling is None else min(ceiling, wanted)
 
 
 def stage_result(outcome: Outcome | None, collect: CollectIO | Build | None) -> dict[str, Any]:

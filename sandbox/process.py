@@ -266,6 +266,8 @@ class Spawn:
         cpu: the CPU limit in seconds, to tell a CPU failure from others.
         cgi: read the head from the top of stdout instead of fd 3.
         stdin_data: stdin to write before reading from the front door.
+        exit_is_signal: an exit status above 128 means death by signal
+            (status - 128), as bubblewrap reports it.
     """
 
     argv: Sequence[str]
@@ -277,6 +279,7 @@ class Spawn:
     cpu: float | None = None
     cgi: bool = False
     stdin_data: bytes = b""
+    exit_is_signal: bool = False
 
 
 def _high_fd(fd: int) -> int:
@@ -697,6 +700,10 @@ def _outcome(call: _Call, wall: float) -> Outcome:
     exit_code: int | None = st.get("exit")
     sig: int | None = st.get("signal") or None
     if exit_code is not None and exit_code < 0:
+        exit_code = None
+    if call.spawn.exit_is_signal and exit_code is not None and 128 < exit_code < 128 + 65:
+        # bubblewrap reports a child killed by signal N as exit 128 + N.
+        sig = exit_code - 128
         exit_code = None
     usage = Usage(
         wall=wall,

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Sets up stack on a fresh Debian/Ubuntu machine: the interpreters, bubblewrap,
-# a C compiler (for the process launcher), a virtualenv in .venv with stack
-# and its test tools. Safe to run again: it only installs what is missing.
+# Sets up stack on a fresh Debian/Ubuntu machine: the interpreters and
+# compilers of the registry, bubblewrap, a C compiler (also for the process
+# launcher), a virtualenv in .venv with stack and its test tools. Safe to run
+# again: it only installs what is missing.
 #
 #   scripts/setup.sh            # everything
 #   SKIP_APT=1 scripts/setup.sh # only the virtualenv (no root needed)
@@ -10,8 +11,11 @@ cd "$(dirname "$0")/.."
 
 PACKAGES=(
   bash dash perl tcl ruby php-cli lua5.4 nodejs python3 python3-venv
-  bubblewrap util-linux procps gcc libc6-dev ca-certificates
+  gcc g++ libc6-dev rustc golang-go default-jdk-headless
+  bubblewrap util-linux procps ca-certificates
 )
+# npm runs the test that drives the real piston-client package.
+command -v npm >/dev/null 2>&1 || PACKAGES+=(npm)
 
 if [[ -z "${SKIP_APT:-}" ]]; then
   missing=()

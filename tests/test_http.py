@@ -224,9 +224,10 @@ async def test_nonzero_exit_before_body_is_json_500(server, client, script):
     assert body["request_id"] == response.headers["x-request-id"]
 
 
-async def test_signal_before_body_names_the_signal(server, client, script):
+@pytest.mark.parametrize("isolate", ["none", "bwrap"])
+async def test_signal_before_body_names_the_signal(server, client, script, isolate):
     path = script("sig.sh", "kill -SEGV $$\n")
-    async with server(path) as url:
+    async with server(path, isolate=isolate) as url:
         response = await client.get(url)
     assert response.status_code == 500
     assert response.json()["signal"] == "SIGSEGV"
