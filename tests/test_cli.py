@@ -179,3 +179,57 @@ def test_sigterm_leaves_nothing_running(tmp_path: Path):
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=20)
     assert proc.returncode == 0
+
+
+def test_exec_runs_a_file_once_with_stdin_args_and_exit_code(tmp_path: Path):
+    script = tmp_path / "prog.py"
+    script.write_text(
+        "import sys\nprint('in:', sys.stdin.read().strip(), 'args:', sys.argv[1:])\n"
+        "print('to stderr', file=sys.stderr)\nsys.exit(5)\n"
+    )
+    done = subprocess.run([*STACK, "exec", str(script), "a", "b"], input="data",
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.stdout == "in: data args: ['a', 'b']\n"
+    assert done.stderr == "to stderr\n"
+    assert done.returncode == 5
+
+
+def test_exec_compiles_and_prints_piston_json(tmp_path: Path):
+    source = tmp_path / "main.c"
+    source.write_text('#include <stdio.h>\nint main(int c, char **v){ printf("%s\\n", v[1]); }\n')
+    done = subprocess.run([*STACK, "exec", "--json", str(source), "arg1"],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["language"] == "c"
+    assert result["compile"]["code"] == 0
+    assert result["run"]["stdout"] == "arg1\n"
+    assert result["run"]["status"] is None
+
+
+def test_exec_reports_compile_errors_and_limits(tmp_path: Path):
+    bad = tmp_path / "bad.c"
+    bad.write_text("int main( {\n")
+    done = subprocess.run([*STACK, "exec", str(bad)], capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+    assert done.returncode == 1
+    assert "error" in done.stderr
+    slow = tmp_path / "slow.sh"
+    slow.write_text("sleep 30\n")
+    done = subprocess.run([*STACK, "exec", "-t", "300", str(slow)], capture_output=True,
+                          text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 128 + 9  # killed (SIGKILL), as a shell reports it
+    assert "wall-clock limit of 0.3 s" in done.stderr
+
+
+def test_serve_runs_the_execute_api_and_services(tmp_path: Path):
+    (tmp_path / "svc").mkdir()
+    (tmp_path / "svc" / "hi.sh").write_text("echo service\n")
+    with stack_server("serve", "--services", str(tmp_path / "svc"), "-p", "0",
+                      "--isolate", "none") as (url, _):  # fmt: skip
+        runtimes = httpx.get(url + "/api/v2/runtimes").json()
+        assert "python" in {r["language"] for r in runtimes}
+        result = httpx.post(url + "/api/v2/execute", timeout=60, json={
+            "language": "python", "files": [{"content": "print(6 * 7)"}]}).json()  # fmt: skip
+        assert result["run"]["stdout"] == "42\n"
+        assert httpx.get(url + "/hi").text == "service\n"
