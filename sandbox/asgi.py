@@ -11,7 +11,7 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -20,11 +20,14 @@ import trio
 
 from . import hook as hooklib
 from . import piston
+from .actions import ActionSet
+from .actions_http import ActionRoutes
 from .control import Event, Head
 from .engine import Call, Engine, EngineConfig, Invocation, open_engine
 from .errors import BodyTooLarge, CompileError, NotFound, RequestError, StackError
 from .execute import DEFAULT_OUTPUT
 from .process import Outcome, Running, signal_name
+from .reporting import Reporter
 from .services import Service, ServiceOptions, Services
 
 Scope = MutableMapping[str, Any]
@@ -273,13 +276,14 @@ class StackApp:
     """
 
     def __init__(self, engine: Engine, services: Services | None, *, debug: bool = False,
-                 execute: bool = False,
-                 execute_output: int = DEFAULT_OUTPUT) -> None:  # fmt: skip
+                 execute: bool = False, execute_output: int = DEFAULT_OUTPUT,
+                 actions: ActionRoutes | None = None) -> None:  # fmt: skip
         self.engine = engine
         self._services = services
         self.debug = debug
         self.execute = execute
         self.execute_output = execute_output
+        self.actions = actions
 
     @property
     def services(self) -> Services:
@@ -335,8 +339,15 @@ class StackApp:
             if await piston.handle_http(self.engine, routed, receive, send, send_json,
                                         request_id, self.execute_output):  # fmt: skip
                 return None
+        if self.actions is not None and (
+            path in ("/openapi.json", "/request") or path.startswith("/actions")
+        ):
+            if await self.actions.handle(path, scope, receive, send, send_json, request_id):
+                return None
         if path == "/" and self._services is None:
-            await send_json(send, 200, {"services": [], "execute": self.execute}, request_id)
+            names = [a.name for a in self.actions.actions] if self.actions else []
+            index = {"services": [], "execute": self.execute, "actions": names}
+            await send_json(send, 200, index, request_id)
             return None
         if path == "/" and self.services.single is None:
             await self._index(send, request_id)
@@ -553,7 +564,9 @@ async def _lifespan_noop(receive: Receive, send: Send) -> None:
 @asynccontextmanager
 async def open_app(path: Path | None, config: EngineConfig | None = None,
                    options: ServiceOptions | None = None, *, debug: bool = False,
-                   execute: bool = False) -> AsyncIterator[StackApp]:  # fmt: skip
+                   execute: bool = False, actions: Sequence[Path] = (),
+                   variables: Mapping[str, str] | None = None,
+                   reporting_url: str | None = None) -> AsyncIterator[StackApp]:  # fmt: skip
     """Open an engine and a :class:`StackApp` serving the script or folder at ``path``.
 
     Args:
@@ -562,8 +575,11 @@ async def open_app(path: Path | None, config: EngineConfig | None = None,
         options: how the services run.
         debug: put stderr into error responses.
         execute: also serve the execute API (``/api/v2``).
+        actions: folders of actions to serve under ``/actions`` (none: no action routes).
+        variables: the ``{{NAME}}`` variables of action inputs.
+        reporting_url: where to send Exo-style reporting webhooks.
     """
-    async with open_engine(config) as engine:
+    async with open_engine(config) as engine, trio.open_nursery() as nursery:
         services = None
         if path is not None:
             services = Services.from_path(
@@ -575,7 +591,17 @@ async def open_app(path: Path | None, config: EngineConfig | None = None,
             )
             for line in services.scan() if services.folder is not None else []:
                 log.warning("skipped %s", line)
-        yield StackApp(engine, services, debug=debug, execute=execute)
+        routes = None
+        if actions:
+            action_set = await trio.to_thread.run_sync(ActionSet.load, list(actions),
+                                                       engine.registry)  # fmt: skip
+            for problem in action_set.problems:
+                log.warning("action not loaded: %s", problem)
+            reporter = Reporter(reporting_url)
+            await nursery.start(reporter.serve)
+            routes = ActionRoutes(engine, action_set, variables or {}, reporter)
+        yield StackApp(engine, services, debug=debug, execute=execute, actions=routes)
+        nursery.cancel_scope.cancel()
 
 
 def create_app(path: str | Path, config: EngineConfig | None = None,

@@ -22,6 +22,7 @@ import trio
 
 from . import __version__
 from . import execute as ex
+from .actions import directories_from_env, variables_from_env
 from .asgi import open_app
 from .config import Config
 from .control import Event, Head
@@ -33,7 +34,7 @@ from .process import CollectIO, Running
 from .server import bind, serve, wait_for_signal
 from .services import ServiceOptions
 
-COMMANDS = ("serve", "exec", "languages")
+COMMANDS = ("serve", "exec", "languages", "action", "run", "request")
 log = logging.getLogger("stack")
 
 
@@ -101,8 +102,14 @@ def _serve_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--services", type=Path, metavar="DIR", help="also serve this script or folder of scripts"
     )
-    parser.add_argument("--execute-output", metavar="SIZE", default=None,
-                        help="bytes kept per stream of a submitted job (default 1MiB)")  # fmt: skip
+    parser.add_argument(
+        "--execute-output",
+        metavar="SIZE",
+        default=None,
+        help="bytes kept per stream of a submitted job (default 1MiB)",
+    )
+    parser.add_argument("--no-execute", action="store_true",
+                        help="do not serve the execute API (/api/v2)")  # fmt: skip
     _add_server_flags(parser)
     return parser
 
@@ -166,8 +173,16 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="an environment variable for every call (repeatable)",
     )
-    group.add_argument("--registry", type=Path, action="append", default=[], metavar="DIR",
-                       help="an extra folder of language YAML files (repeatable)")  # fmt: skip
+    group.add_argument(
+        "--registry",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="an extra folder of language YAML files (repeatable)",
+    )
+    group.add_argument("--actions", type=Path, action="append", default=[], metavar="DIR",
+                       help="a folder of actions (repeatable; or STACK_ACTIONS)")  # fmt: skip
 
 
 def load_config(args: argparse.Namespace) -> Config:
@@ -229,6 +244,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return serve_command(_serve_parser().parse_args(args[1:]))
         if args and args[0] == "exec":
             return exec_command(_exec_parser().parse_args(args[1:]))
+        if args and args[0] in ("action", "run", "request"):
+            from .actions_cli import main as actions_main
+
+            return actions_main(args[0], args[1:])
         if not args:
             _script_parser().print_help()
             return 2
@@ -273,14 +292,22 @@ def languages(args: argparse.Namespace) -> int:
     return 0
 
 
-def _configure_logging(verbose: bool) -> None:
+def _configure_logging(verbose: bool, *, terminal_level: int = logging.INFO) -> None:
+    """Logs to the terminal (call lines only with -v) and to ``$STACK_LOG`` (everything)."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(message)s", "%H:%M:%S"))
+    handler.setLevel(terminal_level)
+    if not verbose:
+        handler.addFilter(lambda record: record.name != "stack.access")
     root = logging.getLogger("stack")
     root.addHandler(handler)
     root.setLevel(logging.INFO)
-    logging.getLogger("stack.access").setLevel(logging.INFO if verbose else logging.WARNING)
     logging.getLogger("hypercorn.error").addHandler(handler)
+    log_file = os.environ.get("STACK_LOG")
+    if log_file:
+        to_file = logging.FileHandler(log_file, encoding="utf-8")
+        to_file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+        root.addHandler(to_file)
 
 
 def serve_path(args: argparse.Namespace) -> int:
@@ -298,7 +325,7 @@ def serve_command(args: argparse.Namespace) -> int:
     if path is not None and not path.exists():
         print(f"stack: {path}: no such file or folder", file=sys.stderr)
         return 2
-    return _run_server(args, path, execute=True)
+    return _run_server(args, path, execute=not args.no_execute)
 
 
 def _run_server(args: argparse.Namespace, path: Path | None, *, execute: bool) -> int:
@@ -310,9 +337,14 @@ def _run_server(args: argparse.Namespace, path: Path | None, *, execute: bool) -
         output = Limits.from_mapping({"output": args.execute_output}).output or output
     sock = bind(args.host, args.port)
 
+    action_dirs = [*args.actions, *directories_from_env(os.environ)]
+    variables = variables_from_env(os.environ)
+    reporting = os.environ.get("STACK_REPORTING_URL") or None
+
     async def run() -> None:
-        async with open_app(path, full.engine, options, debug=args.debug,
-                            execute=execute) as app:  # fmt: skip
+        async with open_app(path, full.engine, options, debug=args.debug, execute=execute,
+                            actions=action_dirs, variables=variables,
+                            reporting_url=reporting) as app:  # fmt: skip
             app.execute_output = output
             if app.engine.isolation == "none":
                 log.warning(
@@ -326,6 +358,10 @@ def _run_server(args: argparse.Namespace, path: Path | None, *, execute: bool) -
                     )
                 )
                 what = str(path) if path is not None else "the execute API"
+                if action_dirs and app.actions is not None:
+                    what += f" and {len(app.actions.actions)} actions"
+                    if path is None and not execute:
+                        what = f"{len(app.actions.actions)} actions"
                 where = url + "/"
                 if path is not None and app.services.single is None:
                     names = app.services.names()

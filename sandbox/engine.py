@@ -110,6 +110,9 @@ class Invocation:
         stdin: bytes written to stdin before the front door's stream.
         build: a compiled build to run (``{build}`` in the run line).
         stderr_limit: stderr bytes allowed; past it the call is killed.
+        code_dir: the folder the script belongs to (an action's folder): made
+            readable by the call and, under bwrap, bound whole, so the script
+            can use the files beside it.
     """
 
     language: Language
@@ -123,6 +126,7 @@ class Invocation:
     stdin: bytes = b""
     build: Path | None = None
     stderr_limit: int | None = None
+    code_dir: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -155,6 +159,7 @@ class Engine:
         self._calls = 0
         self._uids = isolation.UidPool(config.uid_base, config.max_running) if self.root else None
         self.builds = BuildCache(base / "builds")
+        self._staged: set[str] = set()
         self._counter = 0
 
     def statistics(self) -> Statistics:
@@ -187,6 +192,23 @@ class Engine:
             if override:
                 limits = Limits.from_mapping(override, base=limits)
         return limits.within(self.config.maxima)
+
+    def staged_folder(self, folder: Path) -> Path:
+        """A copy of ``folder`` the sandbox uid can read, made once per server (blocking).
+
+        Regular files and folders only, root's and read-only for others, so
+        an action's own files are readable whatever their modes on disk.
+        """
+        key = hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:16]
+        target = self.base / "code" / key
+        if key not in self._staged:
+            temporary = self.base / "code" / f".{key}.tmp"
+            shutil.rmtree(temporary, ignore_errors=True)
+            _copy_regular_files(folder, temporary)
+            shutil.rmtree(target, ignore_errors=True)
+            os.replace(temporary, target)
+            self._staged.add(key)
+        return target
 
     def compile_limits(self) -> Limits:
         """Limits for a compile step: compilers need more room than the programs they build.
@@ -371,6 +393,13 @@ class Call:
                 env.update(hooklib.flat_env(flat))
 
         binds: list[tuple[Path, PurePosixPath]] = []
+        if inv.code_dir is not None:
+            staged = engine.staged_folder(inv.code_dir)
+            inv = dataclasses.replace(
+                inv,
+                script=staged / inv.script.resolve().relative_to(inv.code_dir.resolve()),
+                code_dir=staged,
+            )
         script = str(inv.script)
         prelude_dir: Path | None = lang.prelude.parent if lang.prelude else None
         run_lang = lang
@@ -379,6 +408,9 @@ class Call:
             inside = isolation.SANDBOX_CODE
             if inv.script.resolve().is_relative_to(self.workdir.resolve()):
                 script = str(self.view / inv.script.resolve().relative_to(self.workdir.resolve()))
+            elif inv.code_dir is not None:
+                script = str(inside / "code" / inv.script.relative_to(inv.code_dir))
+                binds.append((inv.code_dir, inside / "code"))
             else:
                 script = str(inside / "script" / inv.script.name)
                 binds.append((inv.script, PurePosixPath(script)))
@@ -607,6 +639,7 @@ async def open_engine(config: EngineConfig | None = None) -> AsyncIterator[Engin
     (base / "calls").mkdir(mode=0o711)
     (base / "scripts").mkdir(mode=0o755)
     (base / "builds").mkdir(mode=0o755)
+    (base / "code").mkdir(mode=0o755)
     try:
         yield Engine(config, registry, launcher=launcher, isolation_mode=mode, bwrap=bwrap,
                      base=base)  # fmt: skip

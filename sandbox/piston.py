@@ -69,12 +69,17 @@ async def handle_http(engine: Engine, scope: Scope, receive: Receive, send: Send
     """Serve a Piston HTTP route; False when the path is not one."""
     path = scope.get("path", "")
     method = scope.get("method", "GET")
-    if path == f"{PREFIX}/runtimes" and method in ("GET", "HEAD"):
+    if path == f"{PREFIX}/runtimes":
+        if method not in ("GET", "HEAD"):
+            await send_json(
+                send, 405, {"message": "use GET"}, request_id, [(b"allow", b"GET, HEAD")]
+            )
+            return True
         await send_json(send, 200, ex.runtimes(engine.registry), request_id)
         return True
     if path == f"{PREFIX}/execute":
         if method != "POST":
-            await send_json(send, 405, {"message": "use POST"}, request_id)
+            await send_json(send, 405, {"message": "use POST"}, request_id, [(b"allow", b"POST")])
             return True
         body = await read_json(receive, MAX_REQUEST)
         job = ex.parse_job(body, engine, output=output)

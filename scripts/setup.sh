@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 PACKAGES=(
   bash dash perl tcl ruby php-cli lua5.4 nodejs python3 python3-venv
   gcc g++ libc6-dev rustc golang-go default-jdk-headless
-  bubblewrap util-linux procps ca-certificates
+  bubblewrap util-linux procps ca-certificates jq
 )
 # npm runs the test that drives the real piston-client package.
 command -v npm >/dev/null 2>&1 || PACKAGES+=(npm)

@@ -1,0 +1,172 @@
+"""``stack action``, ``stack run`` and ``stack request``: actions from the command line.
+
+Exit codes: 0 the response is OK, 1 it is ERROR, 2 a usage error (bad flags,
+unreadable files, no actions).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from . import actions as act
+from .config import Config
+from .engine import open_engine
+from .errors import StackError
+from .reporting import Reporter
+
+log = logging.getLogger("stack")
+
+
+def _parser(command: str) -> argparse.ArgumentParser:
+    from .cli import _add_config_flags
+
+    descriptions = {
+        "action": "List the actions, or show one: description, input and output schemas, "
+        "help URL and an example request.",
+        "run": "Run an action with inputs given as -i key=value (typed by the input schema; "
+        "key=@file.json reads JSON). Prints the response JSON.",
+        "request": 'Handle a full request JSON ({"action", "input", "mapping"}) from FILE or '
+        "stdin and print the response: stack request < request.json | jq",
+    }
+    parser = argparse.ArgumentParser(prog=f"stack {command}", description=descriptions[command])
+    if command == "action":
+        parser.add_argument("name", nargs="?", help="the action to show")
+        parser.add_argument("--json", action="store_true", help="print JSON")
+    elif command == "run":
+        parser.add_argument("name", help="the action")
+        parser.add_argument("-i", "--input", action="append", default=[], metavar="KEY=VALUE",
+                            help="an input value (repeatable); KEY=@file.json: JSON")  # fmt: skip
+        parser.add_argument("-m", "--mapping", action="append", default=[], metavar="FROM=TO",
+                            help="rename an output key (repeatable)")  # fmt: skip
+    else:
+        parser.add_argument(
+            "file", nargs="?", default="-", help="the request JSON (default: stdin)"
+        )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log to the terminal")
+    parser.add_argument("-t", "--timeout", default=None, help="wall-clock limit (ms, or 5s)")
+    _add_config_flags(parser)
+    return parser
+
+
+def main(command: str, argv: Sequence[str]) -> int:
+    """Run ``stack action|run|request``."""
+    from .cli import _configure_logging, load_config
+
+    args = _parser(command).parse_args(list(argv))
+    _configure_logging(args.verbose, terminal_level=logging.INFO if args.verbose else logging.ERROR)
+    try:
+        config = load_config(args)
+        directories = [*args.actions, *act.directories_from_env(os.environ)]
+        if not directories:
+            print("stack: no actions: pass --actions DIR or set STACK_ACTIONS", file=sys.stderr)
+            return 2
+        if command == "request":
+            request = _read_request(args.file)
+        return trio.run(_main, command, args, config, directories,
+                        request if command == "request" else None)  # fmt: skip
+    except StackError as exc:
+        print(f"stack: {exc.message}", file=sys.stderr)
+        return 2
+
+
+def _read_request(name: str) -> Any:
+    try:
+        text = sys.stdin.read() if name == "-" else Path(name).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise StackError(f"cannot read {name}: {exc.strerror}") from exc
+    try:
+        return json.loads(text)
+    except ValueError:
+        # Not JSON: the pipeline answers with its own ERROR response.
+        return act.ActionError("invalid_json", "request", "the request is not valid JSON")
+
+
+async def _main(command: str, args: argparse.Namespace, config: Config,
+                directories: list[Path], request: Any) -> int:  # fmt: skip
+    if command == "action":
+        from .languages import Registry
+
+        registry = await trio.to_thread.run_sync(
+            Registry.load, config.engine.language_dirs, config.engine.path
+        )
+        actions = act.ActionSet.load(directories, registry)
+        return _show(actions, args)
+    async with open_engine(config.engine) as engine:
+        actions = act.ActionSet.load(directories, engine.registry)
+        for problem in actions.problems:
+            log.warning("action not loaded: %s", problem)
+        if command == "run":
+            try:
+                action = actions.get(args.name)
+                value = act.coerce_inputs(args.input, action.input_schema)
+            except act.ActionError as exc:
+                return _print(act.failed(exc))
+            mapping = dict(pair.partition("=")[::2] for pair in args.mapping)
+            request = {"action": args.name, "input": value}
+            if mapping:
+                request["mapping"] = mapping
+        if isinstance(request, act.ActionError):
+            return _print(act.failed(request))
+        result = await act.run_request(engine, actions, request,
+                                       act.variables_from_env(os.environ))  # fmt: skip
+        reporter = Reporter(os.environ.get("STACK_REPORTING_URL") or None)
+        if result.error is None:
+            reporter.report("success", action=result.action, duration=f"{result.duration:.3f}")
+        else:
+            error = result.error
+            reporter.report("error", action=result.action, code=error.code,
+                            stage=error.stage, message=error.message[:500])  # fmt: skip
+        await reporter.flush()
+        return _print(result.response)
+
+
+def _print(response: dict[str, Any]) -> int:
+    print(json.dumps(response, indent=2, ensure_ascii=False))
+    return 0 if response.get("status") == "OK" else 1
+
+
+def _show(actions: act.ActionSet, args: argparse.Namespace) -> int:
+    for problem in actions.problems:
+        print(f"warning: action not loaded: {problem}", file=sys.stderr)
+    if args.name:
+        try:
+            action = actions.get(args.name)
+        except act.ActionError as exc:
+            print(f"stack: {exc.message}", file=sys.stderr)
+            return 1
+        details = action.details()
+        if args.json:
+            print(json.dumps(details, indent=2))
+            return 0
+        print(f"{action.name} ({action.language.name}) - {', '.join(action.tags) or 'no tags'}")
+        print()
+        print(action.description or "(no description)")
+        print()
+        print("input schema:")
+        print(json.dumps(action.input_schema, indent=2))
+        print("output schema:")
+        print(json.dumps(action.output_schema, indent=2))
+        if action.help:
+            print(f"help: {action.help}")
+        print("example request:")
+        print(json.dumps(details["example"], indent=2))
+        return 0
+    rows = [a.summary() for a in actions]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    width = max((len(r["name"]) for r in rows), default=4)
+    for r in rows:
+        first = (r["description"].splitlines() or [""])[0]
+        tags = f"  [{', '.join(r['tags'])}]" if r["tags"] else ""
+        print(f"{r['name']:<{width}}  {r['language']:<10}  {first}{tags}")
+    return 0
