@@ -588,7 +588,7 @@ async def _run(engine: Engine, action: Action, value: Any, variables: Mapping[st
     async with engine.open_call(limits) as call:
         hook = {"params": value, "req": {}, "env": dict(action.env)}
         invocation = Invocation(action.language, action.entry, hook=hook, env=action.env,
-                                stdin=stdin, code_dir=action.folder)  # fmt: skip
+                                stdin=stdin, code_dir=action.folder, door="action")  # fmt: skip
         collect = CollectIO()
         try:
             if action.language.compile:
@@ -604,7 +604,7 @@ async def _run(engine: Engine, action: Action, value: Any, variables: Mapping[st
                                       details={"output": output})  # fmt: skip
                 invocation = Invocation(action.language, action.entry, hook=hook, env=action.env,
                                         stdin=stdin, code_dir=action.folder,
-                                        build=built.directory)  # fmt: skip
+                                        build=built.directory, door="action")  # fmt: skip
             outcome = await call.run(invocation, collect)
         except LanguageError as exc:
             raise ActionError("interpreter_missing", "run", exc.message) from exc

@@ -26,6 +26,8 @@ from .control import Event, Head
 from .engine import Call, Engine, EngineConfig, Invocation, open_engine
 from .errors import BodyTooLarge, CompileError, NotFound, RequestError, StackError
 from .execute import DEFAULT_OUTPUT
+from .health import Health
+from .metrics import CONTENT_TYPE as METRICS_TYPE
 from .process import Outcome, Running, signal_name
 from .reporting import Reporter
 from .services import Service, ServiceOptions, Services
@@ -284,6 +286,7 @@ class StackApp:
         self.execute = execute
         self.execute_output = execute_output
         self.actions = actions
+        self.health = Health(engine)
 
     @property
     def services(self) -> Services:
@@ -334,6 +337,9 @@ class StackApp:
                       request_id: str) -> Outcome | None:  # fmt: skip
         path = _route_path(scope)
         root = scope.get("root_path", "")
+        if path in ("/healthz", "/readyz", "/metrics"):
+            await self._operations(path, send, request_id)
+            return None
         if self.execute and path.startswith(piston.PREFIX):
             routed = dict(scope, path=path)
             if await piston.handle_http(self.engine, routed, receive, send, send_json,
@@ -467,6 +473,23 @@ class StackApp:
             nursery.cancel_scope.cancel()
         return outcome
 
+    async def _operations(self, path: str, send: Send, request_id: str) -> None:
+        if path == "/healthz":
+            status, body = await trio.to_thread.run_sync(self.health.report)
+            await send_json(send, status, body, request_id)
+        elif path == "/readyz":
+            if self.health.draining:
+                body = {"status": "draining", "detail": "shutting down: finishing calls in flight"}
+                await send_json(send, 503, body, request_id, [(b"retry-after", b"5")])
+            else:
+                await send_json(send, 200, {"status": "ready"}, request_id)
+        else:
+            data = self.engine.metrics.render()
+            headers = [(b"content-type", METRICS_TYPE.encode()),
+                       (b"content-length", str(len(data)).encode())]  # fmt: skip
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            await send({"type": "http.response.body", "body": data})
+
     async def _index(self, send: Send, request_id: str) -> None:
         listing = [
             {
@@ -579,7 +602,7 @@ async def open_app(path: Path | None, config: EngineConfig | None = None,
         variables: the ``{{NAME}}`` variables of action inputs.
         reporting_url: where to send Exo-style reporting webhooks.
     """
-    async with open_engine(config) as engine, trio.open_nursery() as nursery:
+    async with open_engine(config) as engine:
         services = None
         if path is not None:
             services = Services.from_path(
@@ -591,17 +614,20 @@ async def open_app(path: Path | None, config: EngineConfig | None = None,
             )
             for line in services.scan() if services.folder is not None else []:
                 log.warning("skipped %s", line)
-        routes = None
+        action_set = None
         if actions:
             action_set = await trio.to_thread.run_sync(ActionSet.load, list(actions),
                                                        engine.registry)  # fmt: skip
             for problem in action_set.problems:
                 log.warning("action not loaded: %s", problem)
-            reporter = Reporter(reporting_url)
-            await nursery.start(reporter.serve)
-            routes = ActionRoutes(engine, action_set, variables or {}, reporter)
-        yield StackApp(engine, services, debug=debug, execute=execute, actions=routes)
-        nursery.cancel_scope.cancel()
+        async with trio.open_nursery() as nursery:
+            routes = None
+            if action_set is not None:
+                reporter = Reporter(reporting_url)
+                await nursery.start(reporter.serve)
+                routes = ActionRoutes(engine, action_set, variables or {}, reporter)
+            yield StackApp(engine, services, debug=debug, execute=execute, actions=routes)
+            nursery.cancel_scope.cancel()
 
 
 def create_app(path: str | Path, config: EngineConfig | None = None,

@@ -31,7 +31,7 @@ from .errors import ConfigError, StackError
 from .languages import Registry
 from .limits import Limits, parse_duration
 from .process import CollectIO, Running
-from .server import bind, serve, wait_for_signal
+from .server import bind, serve, watch_signals
 from .services import ServiceOptions
 
 COMMANDS = ("serve", "exec", "languages", "action", "run", "request")
@@ -73,6 +73,12 @@ def _add_server_flags(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--debug", action="store_true", help="put the script's stderr into error responses"
+    )
+    parser.add_argument(
+        "--grace",
+        default="10s",
+        help="on SIGTERM, how long calls in flight may finish (default 10s; a second "
+        "SIGTERM stops at once)",
     )
     _add_config_flags(parser)
     parser.add_argument("--version", action="version", version=f"stack {__version__}")  # fmt: skip
@@ -336,6 +342,7 @@ def _run_server(args: argparse.Namespace, path: Path | None, *, execute: bool) -
     if getattr(args, "execute_output", None):
         output = Limits.from_mapping({"output": args.execute_output}).output or output
     sock = bind(args.host, args.port)
+    grace = parse_duration(args.grace, default_unit="s")
 
     action_dirs = [*args.actions, *directories_from_env(os.environ)]
     variables = variables_from_env(os.environ)
@@ -351,12 +358,21 @@ def _run_server(args: argparse.Namespace, path: Path | None, *, execute: bool) -
                     "isolation: none - scripts run without a sandbox (trusted code only; "
                     "use --isolate bwrap for untrusted code)"
                 )
+            draining = trio.Event()
+
+            async def drain() -> None:
+                await draining.wait()
+                app.health.draining = True
+
             async with trio.open_nursery() as nursery:
-                url = await nursery.start(
-                    lambda task_status: serve(
-                        app, sock, shutdown_trigger=wait_for_signal, task_status=task_status
-                    )
-                )
+                nursery.start_soon(watch_signals, draining, nursery.cancel_scope)
+
+                async def serving(task_status: trio.TaskStatus[str]) -> None:
+                    await serve(app, sock, shutdown_trigger=drain, grace=grace,
+                                task_status=task_status)  # fmt: skip
+                    nursery.cancel_scope.cancel()  # served out: stop watching signals
+
+                url = await nursery.start(serving)
                 what = str(path) if path is not None else "the execute API"
                 if action_dirs and app.actions is not None:
                     what += f" and {len(app.actions.actions)} actions"

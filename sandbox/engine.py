@@ -36,6 +36,7 @@ from .errors import ConfigError, Overloaded, SpawnError
 from .languages import Language, Registry
 from .launcher import launcher_path
 from .limits import Limits
+from .metrics import Metrics
 from .process import CallIO, Outcome
 
 log = logging.getLogger("stack")
@@ -108,6 +109,7 @@ class Invocation:
         cgi: read status and headers from the top of stdout.
         network: allow network access under bwrap.
         stdin: bytes written to stdin before the front door's stream.
+        door: the front door, for metrics: ``service``, ``execute``, ``action``...
         build: a compiled build to run (``{build}`` in the run line).
         stderr_limit: stderr bytes allowed; past it the call is killed.
         code_dir: the folder the script belongs to (an action's folder): made
@@ -127,6 +129,7 @@ class Invocation:
     build: Path | None = None
     stderr_limit: int | None = None
     code_dir: Path | None = None
+    door: str = "service"
 
 
 @dataclass(frozen=True)
@@ -159,6 +162,10 @@ class Engine:
         self._calls = 0
         self._uids = isolation.UidPool(config.uid_base, config.max_running) if self.root else None
         self.builds = BuildCache(base / "builds")
+        self.metrics = Metrics()
+        self.metrics.watch(
+            lambda: (self._running, self._queued, self.builds.hits, self.builds.misses)
+        )
         self._staged: set[str] = set()
         self._counter = 0
 
@@ -332,7 +339,12 @@ class Call:
             InterpreterMissing: the language is not installed.
         """
         spawn = self._spawn(invocation, limits or self.limits)
-        return await process.run(spawn, io)
+        outcome = await process.run(spawn, io)
+        usage = outcome.usage
+        self.engine.metrics.record(invocation.door, invocation.language.name, outcome.reason,
+                                   usage.wall, usage.bytes_in, usage.bytes_out,
+                                   outcome.spawn)  # fmt: skip
+        return outcome
 
     async def build(self, invocation: Invocation, files: Sequence[str],
                     limits: Limits | None = None) -> Build:  # fmt: skip

@@ -275,6 +275,7 @@ def run_invocation(call: Call, job: Job, names: Sequence[str], build: Build | No
     return Invocation(
         job.language,
         call.workdir / names[0],
+        door="execute",
         args=job.args,
         stdin=job.stdin if stdin else b"",
         build=build.directory if build is not None else None,

@@ -100,6 +100,7 @@ class Outcome:
         message: a human sentence saying why it ended, when not ``ok``.
         stderr: the last bytes of its stderr.
         stream: with reason ``output``: which stream went over, ``stdout`` or ``stderr``.
+        spawn: seconds from the spawn to the launcher reporting the tree running.
     """
 
     reason: str
@@ -111,6 +112,7 @@ class Outcome:
     message: str = ""
     stderr: bytes = b""
     stream: str | None = None
+    spawn: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -323,6 +325,8 @@ class _Call:
         self.ctl_eof = False
         self.stdout_wait: trio.CancelScope | None = None
         self.reaper: int | None = None
+        self.started_at = 0.0
+        self.spawned_at: float | None = None
 
     # -- control channel ---------------------------------------------------
 
@@ -530,6 +534,7 @@ class _Call:
             if not chunk:
                 return
             self.status_buf += chunk
+        self.spawned_at = time.monotonic()
         first = self.status_buf.split(b"\n", 1)[0]
         try:
             self.reaper = int(json.loads(first).get("reaper", 0)) or None
@@ -578,7 +583,7 @@ async def run(spawn: Spawn, io: CallIO) -> Outcome:
         status_r, status_w = _pipe()
         fds = [stdin_r, stdin_w, stdout_r, stdout_w, stderr_r, stderr_w, ctl_r, ctl_w]
         fds += [status_r, status_w]
-        started = time.monotonic()
+        started = call.started_at = time.monotonic()
         # posix_spawn is a vfork + exec: it returns within microseconds.
         call.pid = os.posix_spawn(  # noqa: ASYNC221
             spawn.argv[0],
@@ -752,6 +757,7 @@ def _outcome(call: _Call, wall: float) -> Outcome:
         message=message,
         stderr=stderr,
         stream=call.stream,
+        spawn=call.spawned_at - call.started_at if call.spawned_at is not None else None,
     )
 
 

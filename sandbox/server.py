@@ -52,16 +52,36 @@ async def wait_for_signal() -> None:
             return
 
 
+async def watch_signals(first: trio.Event, stop_now: trio.CancelScope) -> None:
+    """The first SIGTERM/SIGINT sets ``first`` (drain); a second cancels ``stop_now``."""
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for number in signals:
+            if not first.is_set():
+                log.warning(
+                    "%s: finishing calls in flight (send it again to stop at once)",
+                    signal.Signals(number).name,
+                )
+                first.set()
+            else:
+                log.warning("second signal: stopping now, killing calls in flight")
+                stop_now.cancel()
+                return
+
+
 async def serve(
     app: Any,
     sock: socket.socket,
     *,
     shutdown_trigger: Callable[[], Awaitable[None]] | None = None,
+    grace: float = 10.0,
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve ``app`` on ``sock`` until ``shutdown_trigger`` returns (or cancelled).
 
-    Calls ``task_status.started(url)`` once it accepts connections.
+    Calls ``task_status.started(url)`` once it accepts connections. When
+    ``shutdown_trigger`` returns, it stops accepting and gives requests in
+    flight ``grace`` seconds to finish; then they are cancelled (their calls
+    killed and reaped).
     """
     host, port = sock.getsockname()[:2]
     url = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
@@ -71,7 +91,7 @@ async def serve(
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")
     config.keep_alive_timeout = 75
-    config.graceful_timeout = 10
+    config.graceful_timeout = grace
 
     class _Started:
         def started(self, value: Any = None) -> None:

@@ -8,8 +8,8 @@ import shutil
 import subprocess
 import sys
 from collections.abc import AsyncIterator
-from functools import partial
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit

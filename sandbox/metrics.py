@@ -1,0 +1,88 @@
+"""Prometheus metrics of one engine (prometheus-client, a registry per engine).
+
+stack_calls_total{door, language, outcome}
+stack_call_duration_seconds{door, language}          histogram
+stack_spawn_latency_seconds                          histogram: spawn to the launcher running
+stack_running_calls, stack_queued_calls              gauges
+stack_limit_hits_total{kind}                         timeout, cpu, memory, file_size, output
+stack_bytes_in_total, stack_bytes_out_total
+stack_build_cache_hits_total, stack_build_cache_misses_total
+stack_warm_pool_size{language}, stack_warm_pool_hits_total{language}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+LIMIT_REASONS = {"timeout", "cpu", "memory", "file_size", "output"}
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class Metrics:
+    """The metrics of one engine; :meth:`render` gives the Prometheus text."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.calls = Counter("stack_calls", "Calls by front door, language and outcome",
+                             ["door", "language", "outcome"], registry=self.registry)  # fmt: skip
+        self.duration = Histogram(
+            "stack_call_duration_seconds", "Wall time of calls", ["door", "language"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+            registry=self.registry,
+        )  # fmt: skip
+        self.spawn = Histogram(
+            "stack_spawn_latency_seconds", "From spawn to the call's process tree running",
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5),
+            registry=self.registry,
+        )  # fmt: skip
+        self.limit_hits = Counter("stack_limit_hits", "Calls ended by a limit", ["kind"],
+                                  registry=self.registry)  # fmt: skip
+        self.bytes_in = Counter("stack_bytes_in", "Bytes written to calls' stdin",
+                                registry=self.registry)  # fmt: skip
+        self.bytes_out = Counter("stack_bytes_out", "Bytes read from calls' stdout",
+                                 registry=self.registry)  # fmt: skip
+        self.pool_size = Gauge("stack_warm_pool_size", "Warm interpreters waiting", ["language"],
+                               registry=self.registry)  # fmt: skip
+        self.pool_hits = Counter("stack_warm_pool_hits", "Calls served by a warm interpreter",
+                                 ["language"], registry=self.registry)  # fmt: skip
+        self._live: list[Callable[[], tuple[int, int, int, int]]] = []
+        self.registry.register(_Live(self))
+
+    def watch(self, read: Callable[[], tuple[int, int, int, int]]) -> None:
+        """Read (running, queued, build hits, build misses) at each scrape."""
+        self._live.append(read)
+
+    def record(self, door: str, language: str, reason: str, wall: float, bytes_in: int,
+               bytes_out: int, spawn: float | None) -> None:  # fmt: skip
+        """Count one finished call."""
+        self.calls.labels(door, language, reason).inc()
+        self.duration.labels(door, language).observe(wall)
+        if reason in LIMIT_REASONS:
+            self.limit_hits.labels(reason).inc()
+        self.bytes_in.inc(bytes_in)
+        self.bytes_out.inc(bytes_out)
+        if spawn is not None:
+            self.spawn.observe(spawn)
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition."""
+        return generate_latest(self.registry)
+
+
+class _Live(Collector):
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def collect(self):  # type: ignore[no-untyped-def]
+        running = queued = hits = misses = 0
+        for read in self.metrics._live:
+            r, q, h, m = read()
+            running, queued, hits, misses = running + r, queued + q, hits + h, misses + m
+        yield GaugeMetricFamily("stack_running_calls", "Calls running now", value=running)
+        yield GaugeMetricFamily("stack_queued_calls", "Calls waiting for a slot", value=queued)
+        yield CounterMetricFamily("stack_build_cache_hits", "Builds reused", value=hits)
+        yield CounterMetricFamily("stack_build_cache_misses", "Builds compiled", value=misses)
