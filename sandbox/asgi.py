@@ -7,8 +7,10 @@ lifespan; :class:`StackApp` takes an engine you already opened.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
+import math
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping, Sequence
@@ -18,15 +20,17 @@ from typing import Any
 
 import trio
 
+from . import auth, piston
 from . import hook as hooklib
-from . import piston
 from .actions import ActionSet
 from .actions_http import ActionRoutes
+from .auth import Authenticator, Principal
 from .control import Event, Head
 from .engine import Call, Engine, EngineConfig, Invocation, open_engine
 from .errors import BodyTooLarge, CompileError, NotFound, RequestError, StackError
 from .execute import DEFAULT_OUTPUT
 from .health import Health
+from .limits import Limits
 from .metrics import CONTENT_TYPE as METRICS_TYPE
 from .process import Outcome, Running, signal_name
 from .reporting import Reporter
@@ -287,6 +291,7 @@ class StackApp:
         self.execute_output = execute_output
         self.actions = actions
         self.health = Health(engine)
+        self.auth = Authenticator()
 
     @property
     def services(self) -> Services:
@@ -299,6 +304,11 @@ class StackApp:
         if scope["type"] == "lifespan":
             await _lifespan_noop(receive, send)
             return
+        if scope["type"] in ("http", "websocket"):
+            admitted = await self._admit(scope, receive, send)
+            if admitted is None:
+                return
+            send = admitted
         if scope["type"] == "websocket":
             if self.execute and _route_path(scope) == f"{piston.PREFIX}/connect":
                 await piston.handle_connect(self.engine, scope, receive, send, self.execute_output)
@@ -308,6 +318,64 @@ class StackApp:
         if scope["type"] != "http":
             return
         await self.handle(scope, receive, send)
+
+    async def _admit(self, scope: Scope, receive: Receive, send: Send) -> Send | None:
+        """Authenticate, authorise and rate-limit a request.
+
+        Returns the ``send`` to use (it adds the X-RateLimit headers), or None
+        when the request was refused (401, 403 or 429 already sent).
+        """
+        needed = auth.scope_of(_route_path(scope))
+        if needed is None:
+            return send
+        headers = [(k.decode("latin-1").lower(), v.decode("latin-1"))
+                   for k, v in scope.get("headers", [])]  # fmt: skip
+        request_id = _incoming_id(scope) or new_request_id()
+        limit_headers: list[tuple[bytes, bytes]] = []
+        try:
+            principal = self.auth.authenticate(headers)
+            if principal is not None:
+                principal.require(needed)
+                scope["stack.principal"] = principal
+            checks = []
+            if principal is not None and principal.rate is not None:
+                checks.append((f"key {principal.name}:{principal.kind}", principal.rate))
+            if self.auth.limiter.address_rate is not None:
+                client = (scope.get("client") or ("unknown", 0))[0]
+                checks.append((f"address {client}:addr", self.auth.limiter.address_rate))
+            for key, rate in checks:
+                left, reset = self.auth.limiter.check(key, rate)
+                limit_headers = [
+                    (b"x-ratelimit-limit", rate.header().encode()),
+                    (b"x-ratelimit-remaining", str(left).encode()),
+                    (b"x-ratelimit-reset", str(math.ceil(reset)).encode()),
+                ]
+        except (auth.AuthError, auth.RateLimited) as exc:
+            extra = []
+            if isinstance(exc, auth.AuthError) and not isinstance(exc, auth.Forbidden):
+                extra.append((b"www-authenticate", b'Bearer realm="stack"'))
+            if isinstance(exc, auth.RateLimited):
+                extra += [(b"retry-after", str(exc.details["retry_after"]).encode()),
+                          (b"x-ratelimit-limit", str(exc.details["limit"]).encode()),
+                          (b"x-ratelimit-remaining", b"0")]  # fmt: skip
+            if scope["type"] == "websocket":
+                await receive()
+                await send({"type": "websocket.close", "code": 4000 + exc.status,
+                            "reason": exc.message[:120]})  # fmt: skip
+                return None
+            body = exc.to_json()
+            body["request_id"] = request_id
+            await send_json(send, exc.status, body, request_id, extra)
+            return None
+        if not limit_headers:
+            return send
+
+        async def send_with_limits(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = dict(message, headers=[*message.get("headers", []), *limit_headers])
+            await send(message)
+
+        return send_with_limits
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve one HTTP request."""
@@ -365,7 +433,7 @@ class StackApp:
             await trio.to_thread.run_sync(service.refresh)
         self.engine.interpreter(service.language)  # fail early: InterpreterMissing
         info = _request_info(scope, root + script_name, path_info)
-        limits = self.engine.limits_for(service.limits)
+        limits = capped(self.engine.limits_for(service.limits), scope.get("stack.principal"))
         length = info.header("content-length")
         if length is not None and length.isdigit() and limits.body is not None:
             if int(length) > limits.body:
@@ -392,7 +460,6 @@ class StackApp:
                 stdin = await self._uploads(call, body, info, params)
             hook = hooklib.build_hook(info, params, request_id=request_id, env=service.env)
             env = hooklib.cgi_environ(info, request_id=request_id, software=SOFTWARE)
-            env["SCRIPT_FILENAME"] = str(service.staged)
             env.update(service.env)
             invocation = Invocation(
                 language=service.language,
@@ -450,6 +517,7 @@ class StackApp:
             with trio.CancelScope() as call_scope:
                 nursery.start_soon(body.watch_disconnect, call_scope)
                 outcome = await call.run(invocation, io)
+            await _drain(body)
             if outcome is None:
                 # The client went away: the call was killed and reaped.
                 log.info("[%s] the client disconnected; the call was killed", request_id)
@@ -501,6 +569,32 @@ class StackApp:
             for s in self.services
         ]
         await send_json(send, 200, {"services": listing}, request_id)
+
+
+async def _drain(body: _Body) -> None:
+    """Read and drop the rest of a body the script did not read.
+
+    A client that sends its whole body before reading the answer (most do)
+    would otherwise wait forever for the server to take the rest.
+    """
+    with trio.move_on_after(30):
+        try:
+            while not body.done:
+                await body.chunk()
+        except BodyTooLarge:
+            pass
+
+
+def capped(limits: Limits, principal: Principal | None) -> Limits:
+    """``limits`` lowered to the caller's own maxima, if its key or token has them."""
+    if principal is None or principal.limits is None:
+        return limits
+    changes = {}
+    for name, value in principal.limits.to_json().items():
+        current = getattr(limits, name)
+        if value is not None and (current is None or current > value):
+            changes[name] = value
+    return dataclasses.replace(limits, **changes) if changes else limits
 
 
 def _route_path(scope: Scope) -> str:

@@ -38,7 +38,7 @@ from .limits import Limits
 
 _KEYS = {
     "isolate", "max_running", "max_queue", "network", "limits", "maxima", "env", "registry",
-    "uid_base", "path", "lang", "temp_dir",
+    "uid_base", "path", "lang", "temp_dir", "auth", "rate_limit",
 }  # fmt: skip
 
 
@@ -49,10 +49,16 @@ class Config:
     Attributes:
         engine: the core's settings (isolation, limits, concurrency).
         env: environment variables given to every call.
+        auth: the ``auth`` section (API keys, JWT), see :mod:`sandbox.auth`.
+        rate_limit: the ``rate_limit`` section.
+        base: the folder relative paths in the file are resolved from.
     """
 
     engine: EngineConfig = field(default_factory=EngineConfig)
     env: Mapping[str, str] = field(default_factory=dict)
+    auth: Mapping[str, Any] = field(default_factory=dict)
+    rate_limit: Mapping[str, Any] = field(default_factory=dict)
+    base: Path = Path(".")
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], *, source: str = "config",
@@ -103,7 +109,11 @@ class Config:
         env = dict(base.env)
         if "env" in data:
             env.update({str(k): str(v) for k, v in _mapping(data, "env", source).items()})
-        return cls(engine=engine, env=env)
+        auth = dict(_mapping(data, "auth", source)) if "auth" in data else dict(base.auth)
+        rate_limit = (
+            dict(_mapping(data, "rate_limit", source)) if "rate_limit" in data else base.rate_limit
+        )
+        return cls(engine=engine, env=env, auth=auth, rate_limit=rate_limit, base=base.base)
 
     @classmethod
     def from_file(cls, path: Path, *, base: Config | None = None) -> Config:
@@ -120,7 +130,8 @@ class Config:
             raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: expected a mapping at the top")
-        return cls.from_mapping(data, source=str(path), base=base)
+        config = cls.from_mapping(data, source=str(path), base=base)
+        return dataclasses.replace(config, base=path.parent)
 
 
 def _mapping(data: Mapping[str, Any], key: str, source: str) -> Mapping[str, Any]:

@@ -438,6 +438,8 @@ class Call:
                                          view_files)  # fmt: skip
         else:
             argv = run_lang.argv(interpreter, script, inv.args, build=build)
+            if inv.hook is not None:
+                env["SCRIPT_FILENAME"] = script  # as the script sees it (bwrap: /stack/...)
 
         launch = [str(engine.launcher), "-p", "-n", "-s", "4"]
         if self.uid is not None:
@@ -632,7 +634,7 @@ async def open_engine(config: EngineConfig | None = None) -> AsyncIterator[Engin
         uid = config.uid_base if os.geteuid() == 0 else None
         why = "bwrap is not installed" if bwrap is None else None
         if bwrap is not None:
-            why = await trio.to_thread.run_sync(isolation.check_bwrap, bwrap, uid)
+            why = await trio.to_thread.run_sync(isolation.check_bwrap, bwrap, uid, launcher)
         if why is not None:
             if mode == "bwrap":
                 raise ConfigError(

@@ -71,7 +71,11 @@ class Health:
             problem = (
                 "bwrap is gone"
                 if engine.bwrap is None or not os.access(engine.bwrap, os.X_OK)
-                else check_bwrap(engine.bwrap, engine.config.uid_base if engine.root else None)
+                else check_bwrap(
+                    engine.bwrap,
+                    engine.config.uid_base if engine.root else None,
+                    engine.launcher,
+                )
             )
             self._bwrap = (now, problem)
         problem = self._bwrap[1]

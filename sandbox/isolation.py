@@ -117,10 +117,17 @@ def find_bwrap() -> str | None:
     return shutil.which("bwrap", path="/usr/local/bin:/usr/bin:/bin")
 
 
-def check_bwrap(bwrap: str, uid: int | None) -> str | None:
-    """Run ``true`` under bubblewrap as ``uid``; None if it works, else why not (blocking)."""
+def check_bwrap(bwrap: str, uid: int | None, launcher: Path | None = None) -> str | None:
+    """Run ``true`` under bubblewrap as ``uid``; None if it works, else why not (blocking).
+
+    With ``launcher``, the probe runs through it in a pid namespace of its
+    own, so bubblewrap's processes are reaped there and none is left behind.
+    """
     argv = [*bwrap_argv(bwrap, workdir=Path("/tmp"), binds=[]), "/bin/true"]
-    if uid is not None and os.geteuid() == 0:
+    if launcher is not None:
+        ids = ["-u", str(uid), "-g", str(uid)] if uid is not None and os.geteuid() == 0 else []
+        argv = [str(launcher), "-p", "-n", *ids, "--", *argv]
+    elif uid is not None and os.geteuid() == 0:
         setpriv = shutil.which("setpriv")
         if setpriv is None:
             return "setpriv (util-linux) is missing"

@@ -743,7 +743,11 @@ def _outcome(call: _Call, wall: float) -> Outcome:
         elif exit_code:
             reason = "exit"
             message = f"the script exited with status {exit_code}"
-            if _memory_failure(call, stderr, usage):
+            if b"File too large" in stderr[-4096:]:
+                # Runtimes that ignore SIGXFSZ (Python) fail the write with EFBIG.
+                reason = "file_size"
+                message = "the script wrote a file larger than its file-size limit"
+            elif _memory_failure(call, stderr, usage):
                 reason, message = "memory", "the script ran out of its memory limit"
         else:
             reason = "ok"

@@ -90,7 +90,11 @@ async def serve(
     config.bind = [f"fd://{sock.detach()}"]
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")
-    config.keep_alive_timeout = 75
+    # Short: Hypercorn's trio worker holds a departed client's socket until
+    # this timer ends (it does not close on EOF), so a long one lets departed
+    # clients pile up CLOSE_WAIT sockets. Busy keep-alive connections are not
+    # affected; idle ones close after a second.
+    config.keep_alive_timeout = 1
     config.graceful_timeout = grace
 
     class _Started:
