@@ -9,6 +9,7 @@ stack languages                       list languages and what is installed
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import logging
 import os
@@ -24,6 +25,7 @@ from . import __version__
 from . import execute as ex
 from .actions import directories_from_env, variables_from_env
 from .asgi import open_app
+from .auth import Authenticator
 from .config import Config
 from .control import Event, Head
 from .engine import open_engine
@@ -34,7 +36,7 @@ from .process import CollectIO, Running
 from .server import bind, serve, watch_signals
 from .services import ServiceOptions
 
-COMMANDS = ("serve", "exec", "languages", "action", "run", "request")
+COMMANDS = ("serve", "exec", "languages", "action", "run", "request", "key")
 log = logging.getLogger("stack")
 
 
@@ -81,6 +83,11 @@ def _add_server_flags(parser: argparse.ArgumentParser) -> None:
         "SIGTERM stops at once)",
     )
     _add_config_flags(parser)
+    parser.add_argument(
+        "--insecure",
+        action="store_true",
+        help="allow a non-loopback address with no authentication",
+    )
     parser.add_argument("--version", action="version", version=f"stack {__version__}")  # fmt: skip
 
 
@@ -250,6 +257,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return serve_command(_serve_parser().parse_args(args[1:]))
         if args and args[0] == "exec":
             return exec_command(_exec_parser().parse_args(args[1:]))
+        if args and args[0] == "key":
+            return key_command(args[1:])
         if args and args[0] in ("action", "run", "request"):
             from .actions_cli import main as actions_main
 
@@ -334,6 +343,13 @@ def serve_command(args: argparse.Namespace) -> int:
     return _run_server(args, path, execute=not args.no_execute)
 
 
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
 def _run_server(args: argparse.Namespace, path: Path | None, *, execute: bool) -> int:
     _configure_logging(args.verbose)
     full = load_config(args)
@@ -341,6 +357,17 @@ def _run_server(args: argparse.Namespace, path: Path | None, *, execute: bool) -
     output = ex.DEFAULT_OUTPUT
     if getattr(args, "execute_output", None):
         output = Limits.from_mapping({"output": args.execute_output}).output or output
+    authenticator = Authenticator.from_mapping(full.auth, full.rate_limit, base=full.base)
+    if not authenticator.enabled and not _loopback(args.host):
+        if not args.insecure:
+            print(
+                f"stack: refusing to listen on {args.host} with no authentication: anyone who "
+                "can reach it could run code here. Configure auth (API keys or JWT, see "
+                "README: Authentication) or pass --insecure if that is what you want.",
+                file=sys.stderr,
+            )
+            return 2
+        log.warning("--insecure: listening on %s with NO authentication", args.host)
     sock = bind(args.host, args.port)
     grace = parse_duration(args.grace, default_unit="s")
 
@@ -353,6 +380,7 @@ def _run_server(args: argparse.Namespace, path: Path | None, *, execute: bool) -
                             actions=action_dirs, variables=variables,
                             reporting_url=reporting) as app:  # fmt: skip
             app.execute_output = output
+            app.auth = authenticator
             if app.engine.isolation == "none":
                 log.warning(
                     "isolation: none - scripts run without a sandbox (trusted code only; "
@@ -499,3 +527,35 @@ def _exit_code(code: int | None, signal_name: str | None) -> int:
         except KeyError:
             return 1
     return 1
+
+
+def key_command(argv: Sequence[str]) -> int:
+    """``stack key create NAME --scopes execute,services``: a new API key.
+
+    The key is printed once; the config entry holds only its SHA-256.
+    """
+    from .auth import SCOPES, hash_key, new_key
+
+    parser = argparse.ArgumentParser(prog="stack key", description=key_command.__doc__)
+    parser.add_argument("action", choices=["create"])
+    parser.add_argument("name")
+    parser.add_argument(
+        "--scopes",
+        default="execute",
+        help=f"comma-separated: {', '.join(SCOPES)} (default: execute)",
+    )
+    parser.add_argument("--rate", help="its own rate limit, e.g. 5/s")  # fmt: skip
+    args = parser.parse_args(list(argv))
+    scopes = [s.strip() for s in args.scopes.split(",") if s.strip()]
+    bad = [s for s in scopes if s not in SCOPES]
+    if bad:
+        print(f"stack: unknown scope(s) {bad}; scopes: {', '.join(SCOPES)}", file=sys.stderr)
+        return 2
+    key = new_key()
+    entry: dict[str, Any] = {"name": args.name, "sha256": hash_key(key), "scopes": scopes}
+    if args.rate:
+        entry["rate"] = args.rate
+    print(f"key: {key}")
+    print("(shown once: give it to the client; put this entry under auth.keys in the config)")
+    print(json.dumps(entry))
+    return 0

@@ -93,8 +93,11 @@ def _semver(version: str | None) -> str:
         return version or "0.0.0"
 
 
-def parse_job(body: Any, engine: Engine, *, output: int = DEFAULT_OUTPUT) -> Job:
+def parse_job(body: Any, engine: Engine, *, output: int = DEFAULT_OUTPUT,
+              ceiling: Limits | None = None) -> Job:  # fmt: skip
     """Validate an execute request (a decoded JSON value).
+
+    ``ceiling``: lower maxima for this caller (its API key's limits).
 
     Raises:
         RequestError: a missing or malformed field, naming it.
@@ -133,8 +136,8 @@ def parse_job(body: Any, engine: Engine, *, output: int = DEFAULT_OUTPUT) -> Job
     args = body.get("args", [])
     if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
         raise RequestError("args must be an array of strings")
-    run = _stage_limits(body, "run", engine)
-    compile_limits = _stage_limits(body, "compile", engine, compile_stage=True)
+    run = _stage_limits(body, "run", engine, ceiling=ceiling)
+    compile_limits = _stage_limits(body, "compile", engine, compile_stage=True, ceiling=ceiling)
     compile_limits = Limits(**{**compile_limits.to_json(), "output": output})
     return Job(lang, version, files, stdin.encode(), tuple(args), run, compile_limits, output)
 
@@ -190,10 +193,18 @@ def _decode(content: str, encoding: Any, index: int) -> bytes:
     raise RequestError(f"files[{index}].encoding must be utf8, base64 or hex, not {encoding!r}")
 
 
-def _stage_limits(body: Mapping[str, Any], stage: str, engine: Engine, *,
-                  compile_stage: bool = False) -> Limits:  # fmt: skip
+def _stage_limits(
+    body: Mapping[str, Any],
+    stage: str,
+    engine: Engine,
+    *,
+    compile_stage: bool = False,
+    ceiling: Limits | None = None,
+) -> Limits:
     base = engine.compile_limits() if compile_stage else engine.config.limits
     maxima = engine.config.maxima
+    if ceiling is not None:  # the caller's key or token has lower maxima
+        base, maxima = _lowered(base, ceiling), _lowered(maxima, ceiling)
     changes: dict[str, Any] = {}
     for field, unit, key in (("timeout", 0.001, "timeout"), ("cpu_time", 0.001, "cpu"),
                              ("memory_limit", 1, "memory")):  # fmt: skip
@@ -209,9 +220,9 @@ def _stage_limits(body: Mapping[str, Any], stage: str, engine: Engine, *,
         if value <= 0:
             raise RequestError(f"{name} must be positive (or -1 for the server maximum)")
         scaled = value * unit if key != "memory" else int(value)
-        ceiling = getattr(maxima, key)
-        if ceiling is not None and scaled > ceiling:
-            shown = ceiling / unit if key != "memory" else ceiling
+        most = getattr(maxima, key)
+        if most is not None and scaled > most:
+            shown = most / unit if key != "memory" else most
             raise LimitTooHigh(
                 f"{name} cannot exceed the configured limit of {shown:g}",
                 limit=name,
@@ -220,6 +231,15 @@ def _stage_limits(body: Mapping[str, Any], stage: str, engine: Engine, *,
         changes[key] = scaled
     limits = Limits(**{**base.to_json(), **changes})
     return limits
+
+
+def _lowered(limits: Limits, ceiling: Limits) -> Limits:
+    changes = {}
+    for name, value in ceiling.to_json().items():
+        current = getattr(limits, name)
+        if value is not None and (current is None or current > value):
+            changes[name] = value
+    return Limits(**{**limits.to_json(), **changes})
 
 
 def stage_result(outcome: Outcome | None, collect: CollectIO | Build | None) -> dict[str, Any]:

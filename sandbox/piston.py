@@ -82,7 +82,9 @@ async def handle_http(engine: Engine, scope: Scope, receive: Receive, send: Send
             await send_json(send, 405, {"message": "use POST"}, request_id, [(b"allow", b"POST")])
             return True
         body = await read_json(receive, MAX_REQUEST)
-        job = ex.parse_job(body, engine, output=output)
+        principal = scope.get("stack.principal")
+        ceiling = principal.limits if principal is not None else None
+        job = ex.parse_job(body, engine, output=output, ceiling=ceiling)
         result = await ex.execute(engine, job)
         await send_json(send, 200, result, request_id)
         return True
@@ -171,8 +173,10 @@ async def handle_connect(engine: Engine, scope: Scope, receive: Receive, send: S
     if init is None:
         await close(INIT_TIMEOUT, "Initialization Timeout")
         return
+    principal = scope.get("stack.principal")
     try:
-        job = ex.parse_job(init, engine, output=output)
+        ceiling = principal.limits if principal is not None else None
+        job = ex.parse_job(init, engine, output=output, ceiling=ceiling)
     except StackError as exc:
         await send_json({"type": "error", "message": exc.message})
         await close(NOTIFIED_ERROR, "Notified Error")
