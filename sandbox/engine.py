@@ -245,6 +245,7 @@ class Engine:
         """
         limits = limits or self.config.limits
         if self._slots.value == 0 and self._queued >= self.config.max_queue:
+            self.metrics.rejected.inc()
             raise Overloaded(
                 f"all {self.config.max_running} slots are busy and "
                 f"{self._queued} calls are queued; retry shortly",

@@ -45,6 +45,8 @@ class Metrics:
                                 registry=self.registry)  # fmt: skip
         self.bytes_out = Counter("stack_bytes_out", "Bytes read from calls' stdout",
                                  registry=self.registry)  # fmt: skip
+        self.rejected = Counter("stack_rejected", "Calls refused because the queue was full",
+                                registry=self.registry)  # fmt: skip
         self.pool_size = Gauge("stack_warm_pool_size", "Warm interpreters waiting", ["language"],
                                registry=self.registry)  # fmt: skip
         self.pool_hits = Counter("stack_warm_pool_hits", "Calls served by a warm interpreter",

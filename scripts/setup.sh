@@ -4,18 +4,27 @@
 # launcher), a virtualenv in .venv with stack and its test tools. Safe to run
 # again: it only installs what is missing.
 #
-#   scripts/setup.sh            # everything
-#   SKIP_APT=1 scripts/setup.sh # only the virtualenv (no root needed)
+#   scripts/setup.sh                  # everything
+#   SKIP_APT=1 scripts/setup.sh       # only the virtualenv (no root needed)
+#   STACK_SETUP=runtime scripts/setup.sh  # only what running stack needs (the Containerfile)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PACKAGES=(
+# What running stack needs: every interpreter and compiler of languages/,
+# bubblewrap, a C compiler for the launcher, jq for the bash example actions.
+RUNTIME=(
   bash dash perl tcl ruby php-cli lua5.4 nodejs python3 python3-venv
   gcc g++ libc6-dev rustc golang-go default-jdk-headless
   bubblewrap util-linux procps ca-certificates jq
 )
-# npm runs the test that drives the real piston-client package.
-command -v npm >/dev/null 2>&1 || PACKAGES+=(npm)
+# What the tests and benchmarks need besides: peers and real brokers.
+TESTING=(lighttpd wrk redis-server mosquitto nats-server)
+PACKAGES=("${RUNTIME[@]}")
+if [[ "${STACK_SETUP:-all}" != runtime ]]; then
+  PACKAGES+=("${TESTING[@]}")
+  # npm runs the test that drives the real piston-client package.
+  command -v npm >/dev/null 2>&1 || PACKAGES+=(npm)
+fi
 
 if [[ -z "${SKIP_APT:-}" ]]; then
   missing=()
@@ -29,6 +38,10 @@ if [[ -z "${SKIP_APT:-}" ]]; then
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   fi
+fi
+
+if [[ "${STACK_SETUP:-all}" == runtime ]]; then
+  exit 0
 fi
 
 PYTHON="${PYTHON:-python3}"
