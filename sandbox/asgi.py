@@ -432,6 +432,7 @@ class StackApp:
         if self.services.options.watch:
             await trio.to_thread.run_sync(service.refresh)
         self.engine.interpreter(service.language)  # fail early: InterpreterMissing
+        scope["stack.language"] = service.language.name
         info = _request_info(scope, root + script_name, path_info)
         limits = capped(self.engine.limits_for(service.limits), scope.get("stack.principal"))
         length = info.header("content-length")
@@ -649,22 +650,43 @@ def _request_info(scope: Scope, script_name: str, path_info: str) -> hooklib.Req
 
 def _log_access(scope: Scope, status: int, request_id: str, started: float,
                 outcome: Outcome | None) -> None:  # fmt: skip
+    """One line per request; with --log-format json, its fields as JSON."""
     elapsed = time.monotonic() - started
+    path = scope.get("path", "")
+    door = ("execute" if path.startswith("/api/v2")
+            else "action" if path.startswith(("/actions", "/request")) else "service")  # fmt: skip
+    principal = scope.get("stack.principal")
+    fields: dict[str, Any] = {
+        "request_id": request_id,
+        "door": door,
+        "method": scope.get("method"),
+        "path": path,
+        "status": status,
+        "client": (scope.get("client") or ("", 0))[0],
+        "elapsed": round(elapsed, 6),
+    }
+    if "stack.language" in scope:
+        fields["language"] = scope["stack.language"]
+    if principal is not None:
+        fields["principal"] = principal.name
     if outcome is None:
-        access_log.info("%s %s %d %.1fms [%s]", scope.get("method"), scope.get("path"),
-                        status, elapsed * 1000, request_id)  # fmt: skip
+        access_log.info("%s %s %d %.1fms [%s]", scope.get("method"), path, status,
+                        elapsed * 1000, request_id, extra={"stack": fields})  # fmt: skip
         return
     usage = outcome.usage
+    fields["reason"] = outcome.reason
+    fields["usage"] = usage.to_json()
     access_log.info(
         "%s %s %d %s wall=%.1fms cpu=%.1fms mem=%.1fMiB [%s]",
         scope.get("method"),
-        scope.get("path"),
+        path,
         status,
         outcome.reason,
         usage.wall * 1000,
         usage.cpu * 1000,
         usage.memory / 1024 / 1024,
         request_id,
+        extra={"stack": fields},
     )
 
 

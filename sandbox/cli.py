@@ -32,6 +32,7 @@ from .engine import open_engine
 from .errors import ConfigError, StackError
 from .languages import Registry
 from .limits import Limits, parse_duration
+from .logs import formatter
 from .process import CollectIO, Running
 from .server import bind, serve, watch_signals
 from .services import ServiceOptions
@@ -87,6 +88,12 @@ def _add_server_flags(parser: argparse.ArgumentParser) -> None:
         "--insecure",
         action="store_true",
         help="allow a non-loopback address with no authentication",
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default="text",
+        help="log lines as text, or one JSON object per line (also for STACK_LOG)",
     )
     parser.add_argument("--version", action="version", version=f"stack {__version__}")  # fmt: skip
 
@@ -307,10 +314,15 @@ def languages(args: argparse.Namespace) -> int:
     return 0
 
 
-def _configure_logging(verbose: bool, *, terminal_level: int = logging.INFO) -> None:
+def _configure_logging(verbose: bool, *, terminal_level: int = logging.INFO,
+                       log_format: str = "text") -> None:  # fmt: skip
     """Logs to the terminal (call lines only with -v) and to ``$STACK_LOG`` (everything)."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(message)s", "%H:%M:%S"))
+    handler.setFormatter(
+        formatter("json")
+        if log_format == "json"
+        else logging.Formatter("%(asctime)s %(name)s %(message)s", "%H:%M:%S")
+    )
     handler.setLevel(terminal_level)
     if not verbose:
         handler.addFilter(lambda record: record.name != "stack.access")
@@ -321,7 +333,7 @@ def _configure_logging(verbose: bool, *, terminal_level: int = logging.INFO) -> 
     log_file = os.environ.get("STACK_LOG")
     if log_file:
         to_file = logging.FileHandler(log_file, encoding="utf-8")
-        to_file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+        to_file.setFormatter(formatter(log_format))
         root.addHandler(to_file)
 
 
@@ -351,7 +363,7 @@ def _loopback(host: str) -> bool:
 
 
 def _run_server(args: argparse.Namespace, path: Path | None, *, execute: bool) -> int:
-    _configure_logging(args.verbose)
+    _configure_logging(args.verbose, log_format=args.log_format)
     full = load_config(args)
     options = ServiceOptions(language=args.language, cgi=args.cgi, watch=args.watch, env=full.env)
     output = ex.DEFAULT_OUTPUT

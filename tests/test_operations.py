@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import signal
 import subprocess
@@ -128,3 +130,32 @@ def test_second_sigterm_stops_at_once(tmp_path: Path):
     assert time.monotonic() - started < 15
     leftover = subprocess.run(["pgrep", "-f", "sleep 60"], capture_output=True, text=True)
     assert leftover.stdout == ""
+
+
+def test_json_logs_carry_the_call_fields(tmp_path: Path):
+    script = tmp_path / "hi.sh"
+    script.write_text('echo "hi $Hook_params_name"\necho to-the-log >&2\n')
+    log_file = tmp_path / "stack.log"
+    env_before = dict(os.environ)
+    os.environ["STACK_LOG"] = str(log_file)
+    try:
+        with stack_server(str(script), "-p", "0", "--isolate", "none", "--log-format", "json",
+                          "-v") as (url, _):  # fmt: skip
+            assert (
+                httpx.get(url, params={"name": "x"}, headers={"X-Request-Id": "req-1"}).text
+                == "hi x\n"
+            )
+    finally:
+        os.environ.clear()
+        os.environ.update(env_before)
+    lines = [json.loads(line) for line in log_file.read_text().splitlines()]
+    access = next(line for line in lines if line["logger"] == "stack.access")
+    assert access["request_id"] == "req-1"
+    assert access["door"] == "service"
+    assert access["language"] == "bash"
+    assert access["status"] == 200
+    assert access["reason"] == "ok"
+    assert access["client"] == "127.0.0.1"
+    assert set(access["usage"]) == {"wall", "cpu", "memory", "bytes_in", "bytes_out"}
+    stderr_line = next(line for line in lines if line["logger"] == "stack.script")
+    assert stderr_line["message"] == "[req-1] to-the-log"
