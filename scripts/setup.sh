@@ -18,7 +18,7 @@ RUNTIME=(
   bubblewrap util-linux procps ca-certificates jq
 )
 # What the tests and benchmarks need besides: peers and real brokers.
-TESTING=(lighttpd wrk redis-server mosquitto nats-server)
+TESTING=(lighttpd wrk redis-server redis-tools mosquitto nats-server)
 PACKAGES=("${RUNTIME[@]}")
 if [[ "${STACK_SETUP:-all}" != runtime ]]; then
   PACKAGES+=("${TESTING[@]}")
