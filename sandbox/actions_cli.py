@@ -51,6 +51,18 @@ def _parser(command: str) -> argparse.ArgumentParser:
         parser.add_argument(
             "file", nargs="?", default="-", help="the request JSON (default: stdin)"
         )
+        parser.add_argument(
+            "--via",
+            metavar="BROKER",
+            help="send it to workers over a broker (nats://HOST:4222, or a broker name "
+            "from the config) instead of running it here",
+        )
+        parser.add_argument(
+            "--subject",
+            default="stack.requests",
+            help="the workers' subject (default stack.requests)",
+        )
+        parser.add_argument("--wait", default="60s", help="how long to wait for the reply")
     parser.add_argument("-v", "--verbose", action="store_true", help="log to the terminal")
     parser.add_argument("-t", "--timeout", default=None, help="wall-clock limit (ms, or 5s)")
     _add_config_flags(parser)
@@ -65,6 +77,8 @@ def main(command: str, argv: Sequence[str]) -> int:
     _configure_logging(args.verbose, terminal_level=logging.INFO if args.verbose else logging.ERROR)
     try:
         config = load_config(args)
+        if command == "request" and args.via:
+            return trio.run(_via, args, config, _read_request(args.file))
         directories = [*args.actions, *act.directories_from_env(os.environ)]
         if not directories:
             print("stack: no actions: pass --actions DIR or set STACK_ACTIONS", file=sys.stderr)
@@ -76,6 +90,42 @@ def main(command: str, argv: Sequence[str]) -> int:
     except StackError as exc:
         print(f"stack: {exc.message}", file=sys.stderr)
         return 2
+
+
+async def _via(args: argparse.Namespace, config: Config, request: Any) -> int:
+    from .brokers import BrokerError, open_broker
+    from .limits import parse_duration
+    from .worker import request_via
+
+    if isinstance(request, act.ActionError):
+        return _print(act.failed(request))
+    broker_config = broker_from(args.via, config)
+    try:
+        async with open_broker(broker_config) as broker:
+            wait = parse_duration(args.wait, default_unit="s")
+            response = await request_via(broker, request, subject=args.subject, timeout=wait)
+    except BrokerError as exc:
+        print(f"stack: {exc.message}", file=sys.stderr)
+        return 2
+    return _print(response)
+
+
+def broker_from(value: str, config: Config) -> Any:
+    """A broker given as a URL, or as a name from the config's ``brokers``.
+
+    Raises:
+        ConfigError: neither.
+    """
+    from .brokers import BrokerConfig, brokers_from_mapping
+    from .errors import ConfigError
+
+    named = brokers_from_mapping(config.brokers, base=config.base)
+    if value in named:
+        return named[value]
+    if "://" not in value:
+        known = ", ".join(sorted(named)) or "none configured"
+        raise ConfigError(f"no broker named {value!r} (brokers: {known}); or give a URL")
+    return BrokerConfig(url=value, name="cli")
 
 
 def _read_request(name: str) -> Any:

@@ -25,10 +25,12 @@ from . import hook as hooklib
 from .actions import ActionSet
 from .actions_http import ActionRoutes
 from .auth import Authenticator, Principal
+from .brokers import Broker, BrokerConfig, open_broker
 from .control import Event, Head
 from .engine import Call, Engine, EngineConfig, Invocation, open_engine
 from .errors import BodyTooLarge, CompileError, NotFound, RequestError, StackError
 from .execute import DEFAULT_OUTPUT
+from .gateway import Gateway
 from .health import Health
 from .limits import Limits
 from .metrics import CONTENT_TYPE as METRICS_TYPE
@@ -290,6 +292,7 @@ class StackApp:
         self.execute = execute
         self.execute_output = execute_output
         self.actions = actions
+        self.gateway: Gateway | None = None
         self.health = Health(engine)
         self.auth = Authenticator()
 
@@ -310,7 +313,11 @@ class StackApp:
                 return
             send = admitted
         if scope["type"] == "websocket":
-            if self.execute and _route_path(scope) == f"{piston.PREFIX}/connect":
+            path = _route_path(scope)
+            if self.gateway is not None and self.gateway.handles(path):
+                await self.gateway.websocket(path, scope, receive, send)
+                return
+            if self.execute and path == f"{piston.PREFIX}/connect":
                 await piston.handle_connect(self.engine, scope, receive, send, self.execute_output)
             else:
                 await send({"type": "websocket.close", "code": 4404, "reason": "Not Found"})
@@ -413,6 +420,9 @@ class StackApp:
             if await piston.handle_http(self.engine, routed, receive, send, send_json,
                                         request_id, self.execute_output):  # fmt: skip
                 return None
+        if self.gateway is not None and self.gateway.handles(path):
+            await self.gateway.http(path, scope, receive, send, send_json, request_id)
+            return None
         if self.actions is not None and (
             path in ("/openapi.json", "/request") or path.startswith("/actions")
         ):
@@ -705,7 +715,8 @@ async def open_app(path: Path | None, config: EngineConfig | None = None,
                    options: ServiceOptions | None = None, *, debug: bool = False,
                    execute: bool = False, actions: Sequence[Path] = (),
                    variables: Mapping[str, str] | None = None,
-                   reporting_url: str | None = None) -> AsyncIterator[StackApp]:  # fmt: skip
+                   reporting_url: str | None = None,
+                   gateway: BrokerConfig | None = None) -> AsyncIterator[StackApp]:  # fmt: skip
     """Open an engine and a :class:`StackApp` serving the script or folder at ``path``.
 
     Args:
@@ -717,6 +728,7 @@ async def open_app(path: Path | None, config: EngineConfig | None = None,
         actions: folders of actions to serve under ``/actions`` (none: no action routes).
         variables: the ``{{NAME}}`` variables of action inputs.
         reporting_url: where to send Exo-style reporting webhooks.
+        gateway: a broker to serve the gateway routes for (/publish, /request, /subscribe, /ws).
     """
     async with open_engine(config) as engine:
         services = None
@@ -742,8 +754,24 @@ async def open_app(path: Path | None, config: EngineConfig | None = None,
                 reporter = Reporter(reporting_url)
                 await nursery.start(reporter.serve)
                 routes = ActionRoutes(engine, action_set, variables or {}, reporter)
-            yield StackApp(engine, services, debug=debug, execute=execute, actions=routes)
+            app = StackApp(engine, services, debug=debug, execute=execute, actions=routes)
+            if gateway is not None:
+                broker = await nursery.start(_hold_broker, gateway)
+                app.gateway = Gateway(broker)
+                app.health.add(
+                    f"broker:{broker.name}",
+                    lambda: (broker.connected(), "connected" if broker.connected() else "down"),
+                )
+            yield app
             nursery.cancel_scope.cancel()
+
+
+async def _hold_broker(
+    config: BrokerConfig, task_status: trio.TaskStatus[Broker] = trio.TASK_STATUS_IGNORED
+) -> None:
+    async with open_broker(config) as broker:
+        task_status.started(broker)
+        await trio.sleep_forever()
 
 
 def create_app(path: str | Path, config: EngineConfig | None = None,

@@ -37,7 +37,7 @@ from .process import CollectIO, Running
 from .server import bind, serve, watch_signals
 from .services import ServiceOptions
 
-COMMANDS = ("serve", "exec", "languages", "action", "run", "request", "key")
+COMMANDS = ("serve", "exec", "languages", "action", "run", "request", "key", "worker")
 log = logging.getLogger("stack")
 
 
@@ -127,6 +127,12 @@ def _serve_parser() -> argparse.ArgumentParser:
         metavar="SIZE",
         default=None,
         help="bytes kept per stream of a submitted job (default 1MiB)",
+    )
+    parser.add_argument(
+        "--gateway",
+        metavar="BROKER",
+        help="serve the broker gateway (/publish, /request, /subscribe, /ws) "
+        "for this broker: a URL or a name from the config",
     )
     parser.add_argument("--no-execute", action="store_true",
                         help="do not serve the execute API (/api/v2)")  # fmt: skip
@@ -266,6 +272,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return exec_command(_exec_parser().parse_args(args[1:]))
         if args and args[0] == "key":
             return key_command(args[1:])
+        if args and args[0] == "worker":
+            from .worker_cli import main as worker_main
+
+            return worker_main(args[1:])
         if args and args[0] in ("action", "run", "request"):
             from .actions_cli import main as actions_main
 
@@ -385,12 +395,17 @@ def _run_server(args: argparse.Namespace, path: Path | None, *, execute: bool) -
 
     action_dirs = [*args.actions, *directories_from_env(os.environ)]
     variables = variables_from_env(os.environ)
+    gateway = None
+    if getattr(args, "gateway", None):
+        from .actions_cli import broker_from
+
+        gateway = broker_from(args.gateway, full)
     reporting = os.environ.get("STACK_REPORTING_URL") or None
 
     async def run() -> None:
         async with open_app(path, full.engine, options, debug=args.debug, execute=execute,
                             actions=action_dirs, variables=variables,
-                            reporting_url=reporting) as app:  # fmt: skip
+                            reporting_url=reporting, gateway=gateway) as app:  # fmt: skip
             app.execute_output = output
             app.auth = authenticator
             if app.engine.isolation == "none":

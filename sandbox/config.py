@@ -38,7 +38,7 @@ from .limits import Limits
 
 _KEYS = {
     "isolate", "max_running", "max_queue", "network", "limits", "maxima", "env", "registry",
-    "uid_base", "path", "lang", "temp_dir", "auth", "rate_limit",
+    "uid_base", "path", "lang", "temp_dir", "auth", "rate_limit", "brokers",
 }  # fmt: skip
 
 
@@ -51,6 +51,7 @@ class Config:
         env: environment variables given to every call.
         auth: the ``auth`` section (API keys, JWT), see :mod:`sandbox.auth`.
         rate_limit: the ``rate_limit`` section.
+        brokers: the ``brokers`` section: names to broker settings (``url``...).
         base: the folder relative paths in the file are resolved from.
     """
 
@@ -58,6 +59,7 @@ class Config:
     env: Mapping[str, str] = field(default_factory=dict)
     auth: Mapping[str, Any] = field(default_factory=dict)
     rate_limit: Mapping[str, Any] = field(default_factory=dict)
+    brokers: Mapping[str, Any] = field(default_factory=dict)
     base: Path = Path(".")
 
     @classmethod
@@ -109,11 +111,14 @@ class Config:
         env = dict(base.env)
         if "env" in data:
             env.update({str(k): str(v) for k, v in _mapping(data, "env", source).items()})
+            engine = dataclasses.replace(engine, env=env)
         auth = dict(_mapping(data, "auth", source)) if "auth" in data else dict(base.auth)
         rate_limit = (
             dict(_mapping(data, "rate_limit", source)) if "rate_limit" in data else base.rate_limit
         )
-        return cls(engine=engine, env=env, auth=auth, rate_limit=rate_limit, base=base.base)
+        brokers = dict(_mapping(data, "brokers", source)) if "brokers" in data else base.brokers
+        return cls(engine=engine, env=env, auth=auth, rate_limit=rate_limit, brokers=brokers,
+                   base=base.base)  # fmt: skip
 
     @classmethod
     def from_file(cls, path: Path, *, base: Config | None = None) -> Config:

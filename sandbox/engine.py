@@ -60,6 +60,7 @@ class EngineConfig:
         temp_dir: where call directories are made (default: the system's).
         language_dirs: extra language registry folders.
         network: whether calls may use the network under bwrap by default.
+        env: environment variables given to every call (``-e``, ``env:``).
     """
 
     isolate: str = "auto"
@@ -84,6 +85,7 @@ class EngineConfig:
     temp_dir: Path | None = None
     language_dirs: tuple[Path, ...] = ()
     network: bool = False
+    env: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.isolate not in isolation.MODES:
@@ -393,6 +395,7 @@ class Call:
             "TMPDIR": str(self.view),
         }
         env.update(lang.env)
+        env.update(engine.config.env)
         env.update(inv.env)
         if inv.request_id:
             env["STACK_REQUEST_ID"] = inv.request_id

@@ -1,0 +1,101 @@
+"""``stack worker``: answer action requests arriving over a broker, in a queue group."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+
+import trio
+
+from . import actions as act
+from .actions_cli import broker_from
+from .brokers import BrokerError, open_broker
+from .engine import open_engine
+from .errors import StackError
+from .worker import QUEUE, SUBJECT, serve_worker
+
+log = logging.getLogger("stack")
+
+
+def main(argv: Sequence[str]) -> int:
+    """Run ``stack worker``; exit 0 after a clean SIGTERM."""
+    from .cli import _add_config_flags, _configure_logging, load_config
+
+    parser = argparse.ArgumentParser(
+        prog="stack worker",
+        description="Answer action requests (gzipped JSON, Exo style) from a broker queue "
+        "group: start as many as you like, on as many machines; each request reaches one.",
+    )
+    parser.add_argument(
+        "--broker", required=True, help="nats://HOST:4222 (or a broker name from the config)"
+    )
+    parser.add_argument("--subject", default=SUBJECT, help=f"default {SUBJECT}")
+    parser.add_argument("--queue", default=QUEUE, help=f"the queue group (default {QUEUE})")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log each call")
+    parser.add_argument("-t", "--timeout", default=None, help="wall-clock limit per call")
+    _add_config_flags(parser)  # fmt: skip
+    args = parser.parse_args(list(argv))
+    _configure_logging(args.verbose)
+    try:
+        config = load_config(args)
+        directories = [*args.actions, *act.directories_from_env(os.environ)]
+        if not directories:
+            print("stack: no actions: pass --actions DIR or set STACK_ACTIONS", file=sys.stderr)
+            return 2
+        return trio.run(_run, args, config, directories)
+    except StackError as exc:
+        print(f"stack: {exc.message}", file=sys.stderr)
+        return 2
+
+
+async def _run(args: argparse.Namespace, config: object, directories: list[object]) -> int:
+    from .config import Config
+
+    assert isinstance(config, Config)
+    stop = trio.Event()
+    async with open_engine(config.engine) as engine:
+        actions = act.ActionSet.load(directories, engine.registry)  # type: ignore[arg-type]
+        for problem in actions.problems:
+            log.warning("action not loaded: %s", problem)
+        try:
+            async with (
+                open_broker(broker_from(args.broker, config)) as broker,
+                trio.open_nursery() as nursery,
+            ):
+                nursery.start_soon(_signals, stop, nursery.cancel_scope)
+                await nursery.start(_announce, broker.name, args, len(actions))
+                handled = await serve_worker(
+                    engine, actions, broker, variables=act.variables_from_env(os.environ),
+                    stop=stop, subject=args.subject, queue=args.queue,
+                )  # fmt: skip
+                log.warning("worker: stopped after %d requests", handled)
+                nursery.cancel_scope.cancel()
+        except BrokerError as exc:
+            print(f"stack: {exc.message}", file=sys.stderr)
+            return 2
+    return 0
+
+
+async def _announce(
+    name: str,
+    args: argparse.Namespace,
+    count: int,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    print(f"stack: worker on {name} ({args.broker}), subject {args.subject}, queue group "
+          f"{args.queue}, {count} actions", file=sys.stderr, flush=True)  # fmt: skip
+    task_status.started()
+
+
+async def _signals(stop: trio.Event, now: trio.CancelScope) -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for _ in signals:
+            if not stop.is_set():
+                stop.set()
+            else:
+                now.cancel()
+                return

@@ -1,0 +1,119 @@
+"""The broker gateway over real HTTP and WebSocket, on a real nats-server."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+import trio
+
+from sandbox.asgi import open_app
+from sandbox.brokers import BrokerConfig, open_broker
+from sandbox.engine import EngineConfig
+from sandbox.server import bind, serve
+
+from ..wsclient import Closed, connect
+
+
+@asynccontextmanager
+async def gateway(url: str) -> AsyncIterator[str]:
+    config = BrokerConfig(url=url, name="public", reconnect_wait=0.2)
+    async with open_app(None, EngineConfig(isolate="none"), gateway=config) as app:
+        async with trio.open_nursery() as nursery:
+            base = await nursery.start(serve, app, bind("127.0.0.1", 0))
+            try:
+                yield base
+            finally:
+                nursery.cancel_scope.cancel()
+
+
+async def test_publish_request_and_subscribe(nats_server):
+    async with gateway(nats_server.url) as base, open_broker(nats_server.url) as broker:
+        async with broker.subscribe("orders.*") as orders, httpx.AsyncClient() as http:
+            published = await http.post(f"{base}/publish/orders.new", content=b"pizza")
+            message = await orders.receive()
+            assert published.status_code == 202
+            assert (message.subject, message.data) == ("orders.new", b"pizza")
+
+        async def responder() -> None:
+            async with broker.subscribe("http.*.hello.*") as requests:
+                task_status_ready.set()
+                async for request in requests:
+                    data = json.loads(request.data)
+                    body = (
+                        f"{data['method']} {data['path']} {base64.b64decode(data['body']).decode()}"
+                    )
+                    reply = {"status": 201, "headers": {"x-from": "nats"},
+                             "body": base64.b64encode(body.encode()).decode()}  # fmt: skip
+                    await broker.publish(request.reply, json.dumps(reply).encode())
+
+        task_status_ready = trio.Event()
+        async with trio.open_nursery() as nursery, httpx.AsyncClient(timeout=30) as http:
+            nursery.start_soon(responder)
+            await task_status_ready.wait()
+            answered = await http.post(f"{base}/request/hello/ann", content=b"hi")
+            nursery.cancel_scope.cancel()
+        assert answered.status_code == 201
+        assert answered.headers["x-from"] == "nats"
+        assert answered.text == "POST /hello/ann hi"
+
+        async with httpx.AsyncClient(timeout=30) as http:
+            nobody = await http.get(f"{base}/request/nobody/home")
+        assert nobody.status_code in (503, 504)
+        assert nobody.json()["error"] in ("no_responders", "broker_timeout")
+
+
+async def test_websocket_subscribe_and_json_protocol(nats_server):
+    async with gateway(nats_server.url) as base, open_broker(nats_server.url) as broker:
+        ws_base = base.replace("http://", "ws://")
+        async with connect(f"{ws_base}/ws") as ws:
+            await ws.send_json({"op": "subscribe", "subject": "chat.>"})
+            assert await ws.receive_json() == {"ok": "subscribe", "subject": "chat.>"}
+            await broker.publish("chat.room1", b"hello")
+            assert await ws.receive_json() == {"subject": "chat.room1", "data": "hello"}
+            async with broker.subscribe("out.x") as out:
+                await ws.send_json({"op": "publish", "subject": "out.x", "data": "from ws"})
+                assert (await out.receive()).data == b"from ws"
+            assert await ws.receive_json() == {"ok": "publish", "subject": "out.x"}
+            await ws.send_json({"op": "bogus"})
+            assert (await ws.receive_json())["error"] == "bad_message"
+
+
+async def test_gateway_answers_503_while_the_broker_is_down(nats_server):
+    async with gateway(nats_server.url) as base, httpx.AsyncClient(timeout=10) as http:
+        assert (await http.post(f"{base}/publish/a.b", content=b"1")).status_code == 202
+        await nats_server.stop()
+        with trio.fail_after(15):
+            while True:
+                down = await http.post(f"{base}/publish/a.b", content=b"1")
+                if down.status_code == 503:
+                    break
+                await trio.sleep(0.1)
+        assert down.json()["error"] == "broker_unavailable"
+        assert down.headers["retry-after"] == "2"
+        health = await http.get(f"{base}/healthz")
+        assert health.status_code == 500
+        assert health.json()["checks"]["broker:public"]["ok"] is False
+        await nats_server.start()
+        with trio.fail_after(20):
+            while (await http.post(f"{base}/publish/a.b", content=b"1")).status_code != 202:
+                await trio.sleep(0.2)
+        assert (await http.get(f"{base}/healthz")).status_code == 200
+
+
+async def test_websocket_closes_when_the_broker_is_down(nats_server):
+    async with gateway(nats_server.url) as base:
+        await nats_server.stop()
+        ws_base = base.replace("http://", "ws://")
+        with trio.fail_after(15):
+            while True:
+                try:
+                    async with connect(f"{ws_base}/subscribe/a.b") as ws:
+                        await ws.receive_json()
+                except Closed as exc:
+                    if exc.args and exc.args[0] in (1013, 403, 1006):
+                        break
+                await trio.sleep(0.1)
