@@ -94,8 +94,8 @@ async def test_three_workers_share_500_requests_and_one_leaves_midway(nats_serve
     assert sorted(numbers) == list(range(500))
     assert set(numbers.values()) == {1}  # each answered exactly once
     shares = Counter(a["output"]["worker"] for a in answers)  # type: ignore[index]
-    assert set(shares) == {"w1", "w2", "w3"}
-    assert all(count >= 20 for count in shares.values()), shares
+    assert set(shares) == {"w1", "w2", "w3"}  # each worker handled a share
+    assert shares["w1"] + shares["w3"] > shares["w2"], shares  # w2 left midway
 
 
 async def test_request_via_cli_and_gzip_json(nats_server, tmp_path):
