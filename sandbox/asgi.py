@@ -37,6 +37,7 @@ from .metrics import CONTENT_TYPE as METRICS_TYPE
 from .process import Outcome, Running, signal_name
 from .reporting import Reporter
 from .services import Service, ServiceOptions, Services
+from .triggers import Trigger, serve_trigger
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -716,7 +717,9 @@ async def open_app(path: Path | None, config: EngineConfig | None = None,
                    execute: bool = False, actions: Sequence[Path] = (),
                    variables: Mapping[str, str] | None = None,
                    reporting_url: str | None = None,
-                   gateway: BrokerConfig | None = None) -> AsyncIterator[StackApp]:  # fmt: skip
+                   gateway: BrokerConfig | None = None,
+                   brokers: Mapping[str, BrokerConfig] | None = None,
+                   triggers: Sequence[Trigger] = ()) -> AsyncIterator[StackApp]:  # fmt: skip
     """Open an engine and a :class:`StackApp` serving the script or folder at ``path``.
 
     Args:
@@ -729,6 +732,8 @@ async def open_app(path: Path | None, config: EngineConfig | None = None,
         variables: the ``{{NAME}}`` variables of action inputs.
         reporting_url: where to send Exo-style reporting webhooks.
         gateway: a broker to serve the gateway routes for (/publish, /request, /subscribe, /ws).
+        brokers: the configured brokers, by name (those the triggers use are connected).
+        triggers: message triggers to run (see :mod:`sandbox.triggers`).
     """
     async with open_engine(config) as engine:
         services = None
@@ -755,15 +760,30 @@ async def open_app(path: Path | None, config: EngineConfig | None = None,
                 await nursery.start(reporter.serve)
                 routes = ActionRoutes(engine, action_set, variables or {}, reporter)
             app = StackApp(engine, services, debug=debug, execute=execute, actions=routes)
+            opened: dict[str, Broker] = {}
+            wanted = dict(brokers or {})
+            names = {t.broker for t in triggers} | {
+                t.result_broker for t in triggers if t.result_broker
+            }
+            for name in sorted(names):
+                opened[name] = await nursery.start(_hold_broker, wanted[name])
             if gateway is not None:
-                broker = await nursery.start(_hold_broker, gateway)
+                broker = opened.get(gateway.name) or await nursery.start(_hold_broker, gateway)
+                opened[broker.name] = broker
                 app.gateway = Gateway(broker)
-                app.health.add(
-                    f"broker:{broker.name}",
-                    lambda: (broker.connected(), "connected" if broker.connected() else "down"),
-                )
+            for name, held in opened.items():
+                app.health.add(f"broker:{name}", _connected_check(held))
+            variables_map = variables or {}
+            for trigger in triggers:
+                await nursery.start(serve_trigger, trigger, opened, engine,
+                                    routes.actions if routes else None, services,
+                                    variables_map)  # fmt: skip
             yield app
             nursery.cancel_scope.cancel()
+
+
+def _connected_check(broker: Broker) -> Callable[[], tuple[bool, str]]:
+    return lambda: (broker.connected(), "connected" if broker.connected() else "down")
 
 
 async def _hold_broker(

@@ -395,6 +395,11 @@ def _run_server(args: argparse.Namespace, path: Path | None, *, execute: bool) -
 
     action_dirs = [*args.actions, *directories_from_env(os.environ)]
     variables = variables_from_env(os.environ)
+    from .brokers import brokers_from_mapping
+    from .triggers import describe, triggers_from
+
+    broker_configs = brokers_from_mapping(full.brokers, base=full.base)
+    triggers = triggers_from(list(full.triggers) or None, broker_configs)
     gateway = None
     if getattr(args, "gateway", None):
         from .actions_cli import broker_from
@@ -405,7 +410,10 @@ def _run_server(args: argparse.Namespace, path: Path | None, *, execute: bool) -
     async def run() -> None:
         async with open_app(path, full.engine, options, debug=args.debug, execute=execute,
                             actions=action_dirs, variables=variables,
-                            reporting_url=reporting, gateway=gateway) as app:  # fmt: skip
+                            reporting_url=reporting, gateway=gateway,
+                            brokers=broker_configs, triggers=triggers) as app:  # fmt: skip
+            for line in describe(triggers):
+                log.warning("trigger: %s", line)
             app.execute_output = output
             app.auth = authenticator
             if app.engine.isolation == "none":

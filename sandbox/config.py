@@ -25,7 +25,7 @@ Unknown keys are rejected loudly, naming the key and the file.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,7 +38,7 @@ from .limits import Limits
 
 _KEYS = {
     "isolate", "max_running", "max_queue", "network", "limits", "maxima", "env", "registry",
-    "uid_base", "path", "lang", "temp_dir", "auth", "rate_limit", "brokers",
+    "uid_base", "path", "lang", "temp_dir", "auth", "rate_limit", "brokers", "triggers",
 }  # fmt: skip
 
 
@@ -52,6 +52,7 @@ class Config:
         auth: the ``auth`` section (API keys, JWT), see :mod:`sandbox.auth`.
         rate_limit: the ``rate_limit`` section.
         brokers: the ``brokers`` section: names to broker settings (``url``...).
+        triggers: the ``triggers`` section (see :mod:`sandbox.triggers`).
         base: the folder relative paths in the file are resolved from.
     """
 
@@ -60,6 +61,7 @@ class Config:
     auth: Mapping[str, Any] = field(default_factory=dict)
     rate_limit: Mapping[str, Any] = field(default_factory=dict)
     brokers: Mapping[str, Any] = field(default_factory=dict)
+    triggers: Sequence[Any] = ()
     base: Path = Path(".")
 
     @classmethod
@@ -117,8 +119,11 @@ class Config:
             dict(_mapping(data, "rate_limit", source)) if "rate_limit" in data else base.rate_limit
         )
         brokers = dict(_mapping(data, "brokers", source)) if "brokers" in data else base.brokers
+        triggers = data.get("triggers", base.triggers) or ()
+        if not isinstance(triggers, list | tuple):
+            raise ConfigError(f"{source}: 'triggers' must be a list")
         return cls(engine=engine, env=env, auth=auth, rate_limit=rate_limit, brokers=brokers,
-                   base=base.base)  # fmt: skip
+                   triggers=tuple(triggers), base=base.base)  # fmt: skip
 
     @classmethod
     def from_file(cls, path: Path, *, base: Config | None = None) -> Config:
