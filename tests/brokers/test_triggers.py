@@ -11,7 +11,7 @@ import pytest
 import trio
 
 from sandbox.asgi import open_app
-from sandbox.brokers import BrokerConfig, open_broker
+from sandbox.brokers import BrokerConfig, BrokerError, open_broker
 from sandbox.engine import EngineConfig
 from sandbox.errors import ConfigError
 from sandbox.triggers import triggers_from
@@ -90,3 +90,24 @@ def test_bad_trigger_config_is_named():
         triggers_from([{"broker": "nope", "subject": "a", "action": "x"}], brokers)
     with pytest.raises(ConfigError, match="exactly one of action or service"):
         triggers_from([{"broker": "bus", "subject": "a"}], brokers)
+
+
+async def test_trigger_keeps_working_after_a_broker_restart(nats_server):
+    triggers = [{"broker": "bus", "subject": "greet.*", "action": "hello-python"}]
+    async with triggered(nats_server.url, triggers):
+        async with open_broker(nats_server.url) as client:
+            await trio.sleep(0.2)
+            before = await client.request("greet.a", b'{"name": "A"}', timeout=30)
+        await nats_server.stop()
+        await trio.sleep(0.5)
+        await nats_server.start()
+        async with open_broker(nats_server.url) as client:
+            with trio.fail_after(30):
+                while True:
+                    try:
+                        after = await client.request("greet.b", b'{"name": "B"}', timeout=2)
+                        break
+                    except BrokerError:
+                        await trio.sleep(0.2)
+    assert json.loads(before.data)["output"] == {"sentence": "Hello, A!"}
+    assert json.loads(after.data)["output"] == {"sentence": "Hello, B!"}
