@@ -7,7 +7,6 @@ lifespan; :class:`StackApp` takes an engine you already opened.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import math
@@ -28,11 +27,10 @@ from .auth import Authenticator, Principal
 from .brokers import Broker, BrokerConfig, open_broker
 from .control import Event, Head
 from .engine import Call, Engine, EngineConfig, Invocation, open_engine
-from .errors import BodyTooLarge, CompileError, NotFound, RequestError, StackError
+from .errors import BodyTooLarge, CompileError, NotFound, StackError
 from .execute import DEFAULT_OUTPUT
 from .gateway import Gateway
 from .health import Health
-from .limits import Limits
 from .metrics import CONTENT_TYPE as METRICS_TYPE
 from .process import Outcome, Running, signal_name
 from .reporting import Reporter
@@ -445,7 +443,10 @@ class StackApp:
         self.engine.interpreter(service.language)  # fail early: InterpreterMissing
         scope["stack.language"] = service.language.name
         info = _request_info(scope, root + script_name, path_info)
-        limits = capped(self.engine.limits_for(service.limits), scope.get("stack.principal"))
+        principal: Principal | None = scope.get("stack.principal")
+        limits = self.engine.limits_for(service.limits).lowered_to(
+            principal.limits if principal is not None else None
+        )
         length = info.header("content-length")
         if length is not None and length.isdigit() and limits.body is not None:
             if int(length) > limits.body:
@@ -597,18 +598,6 @@ async def _drain(body: _Body) -> None:
             pass
 
 
-def capped(limits: Limits, principal: Principal | None) -> Limits:
-    """``limits`` lowered to the caller's own maxima, if its key or token has them."""
-    if principal is None or principal.limits is None:
-        return limits
-    changes = {}
-    for name, value in principal.limits.to_json().items():
-        current = getattr(limits, name)
-        if value is not None and (current is None or current > value):
-            changes[name] = value
-    return dataclasses.replace(limits, **changes) if changes else limits
-
-
 def _route_path(scope: Scope) -> str:
     """The request path below the app's mount point."""
     path: str = scope.get("path", "/")
@@ -745,7 +734,7 @@ async def open_app(path: Path | None, config: EngineConfig | None = None,
                 options or ServiceOptions(),
                 check_limits=engine.limits_for,
             )
-            for line in services.scan() if services.folder is not None else []:
+            for line in services.skipped:
                 log.warning("skipped %s", line)
         action_set = None
         if actions:
@@ -831,4 +820,4 @@ def create_app(path: str | Path, config: EngineConfig | None = None,
     return app
 
 
-__all__ = ["RequestError", "StackApp", "create_app", "open_app", "send_error", "send_json"]
+__all__ = ["StackApp", "create_app", "open_app", "send_error", "send_json"]

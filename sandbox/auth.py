@@ -41,32 +41,13 @@ from typing import Any
 import jwt
 import yaml
 
-from .errors import ConfigError, StackError
+from .errors import AuthError, ConfigError, Forbidden, RateLimited
+
+__all__ = ["AuthError", "Authenticator", "Forbidden", "Principal", "RateLimited", "Rate"]
 from .limits import Limits
 
 SCOPES = ("execute", "services", "actions", "publish", "admin")
 _RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(s|sec|second|m|min|minute|h|hour)\s*$")
-
-
-class AuthError(StackError):
-    """A missing or bad credential (401) or a missing scope (403)."""
-
-    status = 401
-    code = "unauthorized"
-
-
-class Forbidden(AuthError):
-    """The credential is good but lacks the scope this route needs."""
-
-    status = 403
-    code = "forbidden"
-
-
-class RateLimited(StackError):
-    """Over the rate limit (429); ``retry_after`` seconds until a token is free."""
-
-    status = 429
-    code = "rate_limited"
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,16 @@
     +-- Overloaded                  the queue is full (503, Retry-After)
     +-- SpawnError                  the process could not be started (500)
     +-- CompileError                a service's source does not compile (500)
+    +-- AuthError                   a missing or bad credential (401)
+    |   +-- Forbidden               the credential lacks the route's scope (403)
+    +-- RateLimited                 over a rate limit (429, Retry-After)
+    +-- BrokerError                 a broker problem (502)
+        +-- BrokerUnavailable       not connected, or closed (503); it reconnects by itself
+        +-- BrokerTimeout           a request got no reply in time (504)
+        |   +-- NoResponders        nobody listens on the request's subject (503)
+        +-- BrokerUnsupported       this broker cannot do that (501)
+        +-- InvalidMessage          bad headers or payload (400)
+            +-- InvalidSubject      a malformed subject or pattern (400)
 
 Each error's message says what happened and what to do instead; context
 rides on attributes so that front doors map errors to responses in one place.
@@ -117,3 +127,75 @@ class SpawnError(StackError):
 
     status = 500
     code = "spawn_failed"
+
+
+class AuthError(StackError):
+    """A missing or bad credential (401) or a missing scope (403)."""
+
+    status = 401
+    code = "unauthorized"
+
+
+class Forbidden(AuthError):
+    """The credential is good but lacks the scope this route needs."""
+
+    status = 403
+    code = "forbidden"
+
+
+class RateLimited(StackError):
+    """Over the rate limit (429); ``retry_after`` seconds until a token is free."""
+
+    status = 429
+    code = "rate_limited"
+
+
+class BrokerError(StackError):
+    """Base of the broker errors; ``broker`` names the broker when known."""
+
+    status = 502
+    code = "broker"
+
+
+class BrokerUnavailable(BrokerError):
+    """The broker is not connected (the server is down or unreachable) or was closed.
+
+    The connection comes back by itself; ``Broker.wait_connected()`` waits for it.
+    """
+
+    status = 503
+    code = "broker_unavailable"
+
+
+class BrokerTimeout(BrokerError):
+    """A request got no reply within its timeout."""
+
+    status = 504
+    code = "broker_timeout"
+
+
+class NoResponders(BrokerTimeout):
+    """Nobody listens on the request's subject, so no reply can come (known at once)."""
+
+    status = 503
+    code = "no_responders"
+
+
+class BrokerUnsupported(BrokerError):
+    """This broker cannot do what was asked (e.g. queue groups on Redis)."""
+
+    status = 501
+    code = "broker_unsupported"
+
+
+class InvalidMessage(BrokerError):
+    """A message's headers or payload cannot be sent."""
+
+    status = 400
+    code = "invalid_message"
+
+
+class InvalidSubject(InvalidMessage):
+    """A subject or pattern is malformed, or cannot be spelled on this broker."""
+
+    code = "invalid_subject"

@@ -25,7 +25,7 @@ from .engine import Build, Call, Engine, Invocation
 from .errors import LimitTooHigh, RequestError, UnknownLanguage
 from .languages import Language, Registry
 from .limits import Limits
-from .process import CallIO, CollectIO, Outcome, signal_name
+from .process import CollectIO, Outcome, signal_name
 
 DEFAULT_OUTPUT = 1024 * 1024
 """Bytes kept per stream and stage (Piston's 1024 is too small to be useful)."""
@@ -204,7 +204,7 @@ def _stage_limits(
     base = engine.compile_limits() if compile_stage else engine.config.limits
     maxima = engine.config.maxima
     if ceiling is not None:  # the caller's key or token has lower maxima
-        base, maxima = _lowered(base, ceiling), _lowered(maxima, ceiling)
+        base, maxima = base.lowered_to(ceiling), maxima.lowered_to(ceiling)
     changes: dict[str, Any] = {}
     for field, unit, key in (("timeout", 0.001, "timeout"), ("cpu_time", 0.001, "cpu"),
                              ("memory_limit", 1, "memory")):  # fmt: skip
@@ -231,15 +231,6 @@ def _stage_limits(
         changes[key] = scaled
     limits = Limits(**{**base.to_json(), **changes})
     return limits
-
-
-def _lowered(limits: Limits, ceiling: Limits) -> Limits:
-    changes = {}
-    for name, value in ceiling.to_json().items():
-        current = getattr(limits, name)
-        if value is not None and (current is None or current > value):
-            changes[name] = value
-    return Limits(**{**limits.to_json(), **changes})
 
 
 def stage_result(outcome: Outcome | None, collect: CollectIO | Build | None) -> dict[str, Any]:
@@ -344,7 +335,6 @@ def dumps(value: Any) -> bytes:
 
 
 __all__ = [
-    "CallIO",
     "Job",
     "execute",
     "parse_job",

@@ -148,6 +148,17 @@ class Limits:
                 )
         return self
 
+    def lowered_to(self, ceiling: Limits | None) -> Limits:
+        """Each limit at most ``ceiling``'s (a caller's own maxima); None lowers nothing."""
+        if ceiling is None:
+            return self
+        changes = {}
+        for field in dataclasses.fields(self):
+            cap, current = getattr(ceiling, field.name), getattr(self, field.name)
+            if cap is not None and (current is None or current > cap):
+                changes[field.name] = cap
+        return dataclasses.replace(self, **changes) if changes else self
+
     def to_json(self) -> dict[str, Any]:
         """The limits as a JSON-able mapping."""
         return dataclasses.asdict(self)

@@ -25,7 +25,7 @@ from typing import Any, Protocol
 import psutil
 import trio
 
-from .control import Control, Event, Head
+from .control import CGIHead, Control, Event, Head
 
 CHUNK = 65536
 STDERR_KEEP = 16 * 1024
@@ -303,11 +303,7 @@ class _Call:
         self.spawn = spawn
         self.io = io
         self.control = Control()
-        self.cgi: Any = None
-        if spawn.cgi:
-            from .control import CGIHead
-
-            self.cgi = CGIHead(self.control.head)
+        self.cgi = CGIHead(self.control.head) if spawn.cgi else None
         self.head_sent = False
         self.body_ended = False
         self.reason: str | None = None

@@ -149,6 +149,7 @@ class Services:
         self._services: dict[str, Service] = {}
         self._aliases: dict[str, str] = {}
         self._ambiguous: dict[str, list[str]] = {}
+        self.skipped: list[str] = []
 
     @classmethod
     def from_path(cls, path: Path, registry: Registry, stage_dir: Path,
@@ -199,6 +200,7 @@ class Services:
         }
         self._ambiguous = {stem: names for stem, names in stems.items() if len(names) > 1}
         self._services = found
+        self.skipped = skipped
         return skipped
 
     def _load(self, path: Path, *, name: str) -> Service:

@@ -1,15 +1,7 @@
-"""What every broker shares: the errors, ``Message``, ``Subscription`` and the ``Broker`` protocol.
+"""What every broker shares: ``Message``, ``Subscription`` and the ``Broker`` protocol.
 
-The broker errors hang under ``StackError`` (``sandbox/errors.py``):
-
-    StackError
-    +-- BrokerError                 a broker problem (502)
-        +-- BrokerUnavailable       not connected now (it reconnects by itself), or closed (503)
-        +-- BrokerTimeout           a request got no reply in time (504)
-        |   +-- NoResponders        nobody is subscribed to the request's subject (503)
-        +-- BrokerUnsupported       this broker cannot do that (501), e.g. queue groups on Redis
-        +-- InvalidMessage          a bad header or payload (400)
-            +-- InvalidSubject      a bad subject or pattern (400)
+The broker errors (``BrokerError`` and its subclasses) are in
+``sandbox/errors.py`` with the rest of the error tree, re-exported here.
 """
 
 from __future__ import annotations
@@ -24,64 +16,38 @@ from typing import Protocol, runtime_checkable
 
 import trio
 
-from ..errors import StackError
+from ..errors import (
+    BrokerError,
+    BrokerTimeout,
+    BrokerUnavailable,
+    BrokerUnsupported,
+    InvalidMessage,
+    InvalidSubject,
+    NoResponders,
+)
+
+# The errors live in sandbox/errors.py with the rest of the tree; they are
+# re-exported here for the broker modules.
+__all__ = [
+    "PENDING_LIMIT",
+    "Broker",
+    "BrokerError",
+    "BrokerTimeout",
+    "BrokerUnavailable",
+    "BrokerUnsupported",
+    "InvalidMessage",
+    "InvalidSubject",
+    "Message",
+    "NoResponders",
+    "Subscription",
+    "check_timeout",
+]
 
 log = logging.getLogger("sandbox.brokers")
 
 #: How many received messages a subscription holds before it drops new ones
 #: (a slow consumer, in NATS's words). Each dropped message is counted.
 PENDING_LIMIT = 65536
-
-
-class BrokerError(StackError):
-    """Base of the broker errors; ``broker`` names the broker when known."""
-
-    status = 502
-    code = "broker"
-
-
-class BrokerUnavailable(BrokerError):
-    """The broker is not connected (the server is down or unreachable) or was closed.
-
-    The connection comes back by itself; ``Broker.wait_connected()`` waits for it.
-    """
-
-    status = 503
-    code = "broker_unavailable"
-
-
-class BrokerTimeout(BrokerError):
-    """A request got no reply within its timeout."""
-
-    status = 504
-    code = "broker_timeout"
-
-
-class NoResponders(BrokerTimeout):
-    """Nobody listens on the request's subject, so no reply can come (known at once)."""
-
-    status = 503
-    code = "no_responders"
-
-
-class BrokerUnsupported(BrokerError):
-    """This broker cannot do what was asked (e.g. queue groups on Redis)."""
-
-    status = 501
-    code = "broker_unsupported"
-
-
-class InvalidMessage(BrokerError):
-    """A message's headers or payload cannot be sent."""
-
-    status = 400
-    code = "invalid_message"
-
-
-class InvalidSubject(InvalidMessage):
-    """A subject or pattern is malformed, or cannot be spelled on this broker."""
-
-    code = "invalid_subject"
 
 
 def _check_headers(headers: Mapping[str, str]) -> None:
