@@ -294,6 +294,19 @@ class StackApp:
         self.gateway: Gateway | None = None
         self.health = Health(engine)
         self.auth = Authenticator()
+        self._pools: dict[str, str | None] = {}
+
+    def warm_pool(self, service: Service) -> str | None:
+        """The key of ``service``'s warm pool, starting the pool on first use; None: cold."""
+        key = service.pool_key
+        if key not in self._pools:
+            size = self.engine.config.warm_size(service.language.name, service.warm)
+            invocation = Invocation(language=service.language, script=service.staged,
+                                    env=service.env, network=service.network)  # fmt: skip
+            limits = self.engine.limits_for(service.limits)
+            pool = self.engine.add_pool(key, invocation, size, limits) if size else None
+            self._pools[key] = key if pool is not None else None
+        return self._pools[key]
 
     @property
     def services(self) -> Services:
@@ -438,8 +451,11 @@ class StackApp:
         if self.services.options.watch:
             await trio.to_thread.run_sync(self.services.route, path)
         service, script_name, path_info = self.services.route(path)
+        warm = self.warm_pool(service)
         if self.services.options.watch:
-            await trio.to_thread.run_sync(service.refresh)
+            changed = await trio.to_thread.run_sync(service.refresh)
+            if changed and warm is not None:
+                self.engine.flush_pool(warm)  # bwrap binds the old file: start afresh
         self.engine.interpreter(service.language)  # fail early: InterpreterMissing
         scope["stack.language"] = service.language.name
         info = _request_info(scope, root + script_name, path_info)
@@ -465,7 +481,7 @@ class StackApp:
                 hooklib.parse_json_params(stdin) if kind == "json" else hooklib.parse_query(stdin)
             )
             params.update(extra)
-        async with self.engine.open_call(limits) as call:
+        async with self.engine.open_call(limits, warm=warm) as call:
             build = None
             if service.language.compile:
                 build = await self._build(call, service)
@@ -749,6 +765,8 @@ async def open_app(path: Path | None, config: EngineConfig | None = None,
                 await nursery.start(reporter.serve)
                 routes = ActionRoutes(engine, action_set, variables or {}, reporter)
             app = StackApp(engine, services, debug=debug, execute=execute, actions=routes)
+            for service in services or ():
+                app.warm_pool(service)
             opened: dict[str, Broker] = {}
             wanted = dict(brokers or {})
             names = {t.broker for t in triggers} | {

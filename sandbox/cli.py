@@ -192,6 +192,17 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
         "--network", action="store_true", default=None, help="let calls use the network under bwrap"
     )
     group.add_argument(
+        "--warm",
+        action="append",
+        default=[],
+        metavar="N|LANG=N",
+        help="keep N interpreters of each service started ahead of their calls, or N for "
+        "services in LANG (repeatable); each serves one call (python)",
+    )
+    group.add_argument("--warm-idle", metavar="DURATION",
+                       help="a warm pool unused this long shrinks to one (default 60s)",
+                       )  # fmt: skip
+    group.add_argument(
         "-e",
         "--env",
         action="append",
@@ -239,6 +250,16 @@ def load_config(args: argparse.Namespace) -> Config:
         data["network"] = True
     if args.registry:
         data["registry"] = [str(d) for d in args.registry]
+    warm: dict[str, int] = {}
+    for item in getattr(args, "warm", []):
+        language, sep, size = item.rpartition("=")
+        if not size.isdigit() or (sep and not language):
+            raise ConfigError(f"--warm takes N or LANG=N, got {item!r}")
+        warm[language or "*"] = int(size)
+    if warm:
+        data["warm"] = warm
+    if getattr(args, "warm_idle", None):
+        data["warm_idle"] = args.warm_idle
     env = {}
     for item in args.env:
         key, sep, value = item.partition("=")

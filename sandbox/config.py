@@ -20,6 +20,8 @@ Unknown keys are rejected loudly, naming the key and the file.
     env: {API_URL: https://example.org}   # given to every call
     registry: [./my-languages]            # extra language folders
     uid_base: 61000           # first sandbox uid when running as root
+    warm: 2                   # warm pool per service (or {python: 4, javascript: 2})
+    warm_idle: 60s            # a pool unused this long shrinks to one interpreter
 """
 
 from __future__ import annotations
@@ -34,11 +36,12 @@ import yaml
 
 from .engine import DEFAULT_PATH, EngineConfig
 from .errors import ConfigError
-from .limits import Limits
+from .limits import Limits, parse_duration
 
 _KEYS = {
     "isolate", "max_running", "max_queue", "network", "limits", "maxima", "env", "registry",
     "uid_base", "path", "lang", "temp_dir", "auth", "rate_limit", "brokers", "triggers",
+    "warm", "warm_idle",
 }  # fmt: skip
 
 
@@ -98,6 +101,10 @@ class Config:
                     changes[key] = _int(data[key], key, source)
             if "network" in data:
                 changes["network"] = bool(data["network"])
+            if "warm" in data:
+                changes["warm"] = {**engine.warm, **warm_sizes(data["warm"], source)}
+            if "warm_idle" in data:
+                changes["warm_idle"] = parse_duration(str(data["warm_idle"]), default_unit="s")
             if "temp_dir" in data:
                 changes["temp_dir"] = Path(str(data["temp_dir"]))
             if "registry" in data:
@@ -151,6 +158,17 @@ def _mapping(data: Mapping[str, Any], key: str, source: str) -> Mapping[str, Any
     if not isinstance(value, dict):
         raise ConfigError(f"{source}: '{key}' must be a mapping")
     return value
+
+
+def warm_sizes(value: Any, source: str) -> dict[str, int]:
+    """``warm: 2`` or ``warm: {python: 4}`` as sizes by language (``*``: every language).
+
+    Raises:
+        ConfigError: not a whole number or a mapping of them.
+    """
+    if isinstance(value, dict):
+        return {str(k): _int(v, f"warm.{k}", source) for k, v in value.items()}
+    return {"*": _int(value, "warm", source)}
 
 
 def _int(value: Any, key: str, source: str) -> int:

@@ -38,6 +38,7 @@ from .launcher import launcher_path
 from .limits import Limits
 from .metrics import Metrics
 from .process import CallIO, Outcome
+from .warm import Pool, PoolStats, Waiting
 
 log = logging.getLogger("stack")
 
@@ -61,6 +62,9 @@ class EngineConfig:
         language_dirs: extra language registry folders.
         network: whether calls may use the network under bwrap by default.
         env: environment variables given to every call (``-e``, ``env:``).
+        warm: warm pool sizes of services: ``{"*": N}`` for every service,
+            ``{"python": N}`` for a language's (see :mod:`sandbox.warm`).
+        warm_idle: seconds without a call before a pool shrinks to one.
     """
 
     isolate: str = "auto"
@@ -86,6 +90,8 @@ class EngineConfig:
     language_dirs: tuple[Path, ...] = ()
     network: bool = False
     env: Mapping[str, str] = field(default_factory=dict)
+    warm: Mapping[str, int] = field(default_factory=dict)
+    warm_idle: float = 60.0
 
     def __post_init__(self) -> None:
         if self.isolate not in isolation.MODES:
@@ -95,6 +101,14 @@ class EngineConfig:
         if self.max_running < 1 or self.max_queue < 0:
             raise ConfigError("max_running must be at least 1 and max_queue at least 0")
         self.limits.within(self.maxima)
+        if any(size < 0 for size in self.warm.values()) or self.warm_idle <= 0:
+            raise ConfigError("warm pool sizes must be at least 0 and warm_idle above 0")
+
+    def warm_size(self, language: str, override: int | None = None) -> int:
+        """The warm pool size of a service in ``language`` (``override``: its own setting)."""
+        if override is not None:
+            return override
+        return self.warm.get(language, self.warm.get("*", 0))
 
 
 @dataclass(frozen=True)
@@ -170,6 +184,8 @@ class Engine:
         )
         self._staged: set[str] = set()
         self._counter = 0
+        self._pools: dict[str, Pool] = {}
+        self._nursery: trio.Nursery | None = None
 
     def statistics(self) -> Statistics:
         """The engine's load right now."""
@@ -239,8 +255,15 @@ class Engine:
         )
 
     @asynccontextmanager
-    async def open_call(self, limits: Limits | None = None) -> AsyncIterator[Call]:
+    async def open_call(self, limits: Limits | None = None, *,
+                        warm: str | None = None) -> AsyncIterator[Call]:  # fmt: skip
         """Wait for a slot and prepare a call's private directory and uid.
+
+        Args:
+            limits: the call's limits (default: the server's).
+            warm: the key of a warm pool (see :meth:`add_pool`) to take a
+                waiting interpreter from; its directory and uid become the
+                call's, and :meth:`Call.run` hands it the call.
 
         Raises:
             Overloaded: every slot is busy and the queue is full.
@@ -260,21 +283,25 @@ class Engine:
             self._queued -= 1
         uid: int | None = None
         workdir: Path | None = None
+        call: Call | None = None
         try:
             self._running += 1
             self._calls += 1
-            self._counter += 1
-            if self._uids is not None:
-                uid = self._uids.acquire()
-            workdir = self.base / "calls" / f"c{self._counter}"
-            workdir.mkdir(mode=0o700)
-            (workdir / ".stack").mkdir(mode=0o755)
-            if uid is not None:
-                os.chown(workdir, uid, uid)
-            view = isolation.SANDBOX_HOME if self.isolation == "bwrap" else PurePosixPath(workdir)
-            yield Call(self, limits, workdir, view, uid)
+            pool = self._pools.get(warm) if warm is not None else None
+            waiting = pool.take() if pool is not None else None
+            if waiting is not None:
+                uid, workdir = waiting.uid, waiting.workdir
+            else:
+                if self._uids is not None:
+                    uid = self._uids.acquire()
+                workdir = self._make_workdir(uid)
+            call = Call(self, limits, workdir, self._view(workdir), uid, waiting, pool)
+            yield call
         finally:
             with trio.CancelScope(shield=True):
+                if call is not None and call.warm is not None:
+                    await call.warm.started.discard()  # never handed its call
+                    call.count_warm(hit=False)
                 if workdir is not None:
                     await trio.to_thread.run_sync(_remove_tree, workdir)
                 if uid is not None and self._uids is not None:
@@ -289,17 +316,130 @@ class Engine:
         async with self.open_call(limits) as call:
             return await call.run(invocation, io)
 
+    def _make_workdir(self, uid: int | None) -> Path:
+        self._counter += 1
+        workdir = self.base / "calls" / f"c{self._counter}"
+        workdir.mkdir(mode=0o700)
+        (workdir / ".stack").mkdir(mode=0o755)
+        if uid is not None:
+            os.chown(workdir, uid, uid)
+        return workdir
+
+    def _view(self, workdir: Path) -> PurePosixPath:
+        return isolation.SANDBOX_HOME if self.isolation == "bwrap" else PurePosixPath(workdir)
+
+    # -- warm pools ----------------------------------------------------------
+
+    def add_pool(self, key: str, invocation: Invocation, size: int, limits: Limits | None = None,
+                 idle: float | None = None) -> Pool | None:  # fmt: skip
+        """Keep ``size`` interpreters of ``invocation`` started ahead of their calls.
+
+        Calls opened with ``open_call(warm=key)`` take them. Returns None (and
+        logs why) when the language's prelude cannot wait for a call.
+
+        Raises:
+            ConfigError: a pool of that key exists, or the engine is not open.
+        """
+        lang = invocation.language
+        if size < 1:
+            return None
+        if not lang.warm:
+            log.info("warm pool %s: %s has no warm prelude; its calls start cold", key, lang.name)
+            return None
+        if key in self._pools:
+            raise ConfigError(f"a warm pool named {key!r} exists already")
+        log.info("warm pool %s: keeping %d %s interpreter(s) ready", key, size, lang.name)
+        if self._nursery is None:
+            raise ConfigError("warm pools need an engine made by open_engine")
+        pool = Pool(self, key, invocation, limits or self.config.limits, size,
+                    self.config.warm_idle if idle is None else idle)  # fmt: skip
+        if self._uids is not None:
+            self._uids.grow(size)
+        self._pools[key] = pool
+        self._nursery.start_soon(pool.maintain)
+        return pool
+
+    def pool_stats(self) -> list[PoolStats]:
+        """Every warm pool's size and hit rate."""
+        return [pool.stats() for pool in self._pools.values()]
+
+    def flush_pool(self, key: str) -> None:
+        """Retire a pool's waiting processes (its script changed); it refills at once."""
+        pool = self._pools.get(key)
+        if pool is not None:
+            while pool.ready:
+                self.metrics.pool_size.labels(pool.language).dec()
+                self.dispose_soon(pool.ready.popleft())
+            pool.take()  # wake it
+
+    async def start_warm(self, pool: Pool) -> Waiting:
+        """Start one process for ``pool``, waiting for its call.
+
+        Raises:
+            OSError: the launcher could not start; StackError: the interpreter is missing.
+        """
+        uid = self._uids.acquire() if self._uids is not None else None
+        workdir: Path | None = None
+        try:
+            workdir = self._make_workdir(uid)
+            call = Call(self, pool.limits, workdir, self._view(workdir), uid)
+            spawn = call._spawn(pool.invocation, pool.limits)
+            prefix = tuple(spawn.argv[:-1])  # up to the script, which the call names
+            env = {**spawn.env, "STACK_WARM": "1"}
+            started = process.start(dataclasses.replace(spawn, argv=prefix, env=env))
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                await self._release(workdir, uid)
+            raise
+        return Waiting(started, workdir, uid, prefix, pool)
+
+    async def dispose(self, waiting: Waiting) -> None:
+        """End an unused warm process and free its directory and uid."""
+        with trio.CancelScope(shield=True):
+            await waiting.started.discard()
+            await self._release(waiting.workdir, waiting.uid)
+
+    def dispose_soon(self, waiting: Waiting) -> None:
+        """:meth:`dispose` in the background."""
+        assert self._nursery is not None
+        self._nursery.start_soon(self.dispose, waiting)
+
+    async def _release(self, workdir: Path | None, uid: int | None) -> None:
+        if workdir is not None:
+            await trio.to_thread.run_sync(_remove_tree, workdir)
+        if uid is not None and self._uids is not None:
+            self._uids.release(uid)
+
+    async def close_pools(self) -> None:
+        """Stop every pool and end its waiting processes (at shutdown)."""
+        pools, self._pools = self._pools, {}
+        with trio.CancelScope(shield=True):
+            for pool in pools.values():
+                log.info("%s", pool.stats().line())
+                while pool.ready:
+                    self.metrics.pool_size.labels(pool.language).dec()
+                    await self.dispose(pool.ready.popleft())
+
 
 class Call:
     """A call holding a slot: its directory, uid and limits."""
 
     def __init__(self, engine: Engine, limits: Limits, workdir: Path, view: PurePosixPath,
-                 uid: int | None) -> None:  # fmt: skip
+                 uid: int | None, warm: Waiting | None = None,
+                 pool: Pool | None = None) -> None:  # fmt: skip
         self.engine = engine
         self.limits = limits
         self.workdir = workdir
         self.view = view
         self.uid = uid
+        self.warm = warm
+        self.pool = pool
+
+    def count_warm(self, hit: bool) -> None:
+        """Count the call in its pool's hit rate (once)."""
+        if self.pool is not None:
+            self.pool.count(hit)
+            self.pool = None
 
     def upload_dir(self) -> tuple[Path, PurePosixPath]:
         """A directory for uploaded files, on the host and as the script sees it."""
@@ -342,7 +482,19 @@ class Call:
             InterpreterMissing: the language is not installed.
         """
         spawn = self._spawn(invocation, limits or self.limits)
-        outcome = await process.run(spawn, io)
+        warm, self.warm = self.warm, None
+        if warm is not None:
+            script_at = len(spawn.argv) - len(invocation.args) - 1
+            if tuple(spawn.argv[:script_at]) == warm.prefix:
+                self.count_warm(hit=True)
+                message = warm.message(spawn.argv[script_at:], spawn.env)
+                outcome = await process.drive(warm.started, io, spawn, preamble=message)
+            else:  # other limits or another script than the pool's
+                await warm.started.discard()
+                warm = None
+        if warm is None:
+            self.count_warm(hit=False)
+            outcome = await process.run(spawn, io)
         usage = outcome.usage
         self.engine.metrics.record(invocation.door, invocation.language.name, outcome.reason,
                                    usage.wall, usage.bytes_in, usage.bytes_out,
@@ -445,9 +597,12 @@ class Call:
             if inv.hook is not None:
                 env["SCRIPT_FILENAME"] = script  # as the script sees it (bwrap: /stack/...)
 
-        launch = [str(engine.launcher), "-p", "-n", "-s", "4"]
+        launch = [str(engine.launcher), "-n", "-s", "4"]
         if self.uid is not None:
-            launch += ["-u", str(self.uid), "-g", str(self.uid)]
+            # The call's own uid holds its processes: the launcher kills them all by it.
+            launch += ["-u", str(self.uid), "-g", str(self.uid), "-k"]
+        elif not bwrap:
+            launch.append("-p")  # a pid namespace (bwrap makes its own)
         launch += ["-r", "core=0"]
         if limits.cpu is not None:
             launch += ["-r", f"cpu={math.ceil(limits.cpu)}"]
@@ -467,7 +622,7 @@ class Call:
                 raise SpawnError("bubblewrap is not installed: apt-get install bubblewrap")
             network = engine.config.network if inv.network is None else inv.network
             launch += isolation.bwrap_argv(
-                engine.bwrap, workdir=self.workdir, binds=binds, network=network
+                engine.bwrap, workdir=self.workdir, binds=binds, network=network, uid=self.uid
             )
         return process.Spawn(
             argv=launch + argv,
@@ -659,8 +814,24 @@ async def open_engine(config: EngineConfig | None = None) -> AsyncIterator[Engin
     (base / "builds").mkdir(mode=0o755)
     (base / "code").mkdir(mode=0o755)
     try:
-        yield Engine(config, registry, launcher=launcher, isolation_mode=mode, bwrap=bwrap,
-                     base=base)  # fmt: skip
+        engine = Engine(config, registry, launcher=launcher, isolation_mode=mode, bwrap=bwrap,
+                        base=base)  # fmt: skip
+        try:
+            async with trio.open_nursery() as nursery:  # the warm pools' tasks
+                engine._nursery = nursery
+                try:
+                    yield engine
+                finally:
+                    await engine.close_pools()
+                    nursery.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            # The nursery wraps what the caller's block raised: give it back as raised.
+            inner: BaseException = group
+            while isinstance(inner, BaseExceptionGroup) and len(inner.exceptions) == 1:
+                inner = inner.exceptions[0]
+            if inner is group:
+                raise
+            raise inner from None
     finally:
         with trio.CancelScope(shield=True):
             await trio.to_thread.run_sync(_remove_tree, base)

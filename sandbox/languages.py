@@ -24,7 +24,7 @@ _VERSION = re.compile(r"(\d+\.\d+(?:\.\d+)?)")
 _FIELDS = {
     "name", "aliases", "extensions", "shebangs", "interpreter", "package", "version",
     "run", "inline", "prelude", "memory_limit", "env", "hook_env", "description", "compile",
-    "entry",
+    "entry", "warm",
 }  # fmt: skip
 
 
@@ -50,6 +50,8 @@ class Language:
             empty for interpreted languages.
         entry: the entry file's name when a request does not give one
             (``Main.java``); default ``main`` + the first extension.
+        warm: the prelude can start ahead of its call and wait for it (a
+            warm pool); the run line must end with ``{script}``.
         source: the YAML file it came from.
     """
 
@@ -69,6 +71,7 @@ class Language:
     description: str = ""
     compile: tuple[str, ...] = ()
     entry: str = ""
+    warm: bool = False
     source: Path | None = None
 
     def __post_init__(self) -> None:
@@ -83,6 +86,10 @@ class Language:
                 raise ConfigError(f"{self.source}: a compiled language's 'run' must use {{build}}")
         elif "{script}" not in self.run:
             raise ConfigError(f"{self.source}: 'run' must contain {{script}}")
+        if self.warm and (self.run[-1] != "{script}" or self.prelude is None):
+            raise ConfigError(
+                f"{self.source}: 'warm' needs a prelude and a 'run' ending with {{script}}"
+            )
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], *, source: Path) -> Language:
@@ -130,6 +137,7 @@ class Language:
             description=str(data.get("description", "")),
             compile=strings("compile"),
             entry=str(data.get("entry", "")),
+            warm=bool(data.get("warm", False)),
             source=source,
         )
 

@@ -7,7 +7,8 @@ stack_running_calls, stack_queued_calls              gauges
 stack_limit_hits_total{kind}                         timeout, cpu, memory, file_size, output
 stack_bytes_in_total, stack_bytes_out_total
 stack_build_cache_hits_total, stack_build_cache_misses_total
-stack_warm_pool_size{language}, stack_warm_pool_hits_total{language}
+stack_warm_pool_size{language}, stack_warm_pool_hits_total{language},
+stack_warm_pool_misses_total{language}
 """
 
 from __future__ import annotations
@@ -51,6 +52,9 @@ class Metrics:
                                registry=self.registry)  # fmt: skip
         self.pool_hits = Counter("stack_warm_pool_hits", "Calls served by a warm interpreter",
                                  ["language"], registry=self.registry)  # fmt: skip
+        self.pool_misses = Counter("stack_warm_pool_misses",
+                                   "Calls of a warm service that started cold", ["language"],
+                                   registry=self.registry)  # fmt: skip
         self._live: list[Callable[[], tuple[int, int, int, int]]] = []
         self.registry.register(_Live(self))
 

@@ -323,6 +323,7 @@ class _Call:
         self.reaper: int | None = None
         self.started_at = 0.0
         self.spawned_at: float | None = None
+        self.preamble = b""
 
     # -- control channel ---------------------------------------------------
 
@@ -361,6 +362,8 @@ class _Call:
 
     async def _pump_stdin(self, stream: trio.lowlevel.FdStream) -> None:
         try:
+            if self.preamble:
+                await stream.send_all(self.preamble)
             if self.spawn.stdin_data:
                 await stream.send_all(self.spawn.stdin_data)
                 self.bytes_in += len(self.spawn.stdin_data)
@@ -530,7 +533,8 @@ class _Call:
             if not chunk:
                 return
             self.status_buf += chunk
-        self.spawned_at = time.monotonic()
+        if self.spawned_at is None:
+            self.spawned_at = time.monotonic()
         first = self.status_buf.split(b"\n", 1)[0]
         try:
             self.reaper = int(json.loads(first).get("reaper", 0)) or None
@@ -560,28 +564,75 @@ class _Call:
         await self.exited.wait()
 
 
-async def run(spawn: Spawn, io: CallIO) -> Outcome:
-    """Start ``spawn`` and run it to the end, talking to ``io``.
+@dataclass
+class Started:
+    """A launched process whose pipes nobody pumps yet (see :func:`start`).
 
-    Returns:
-        the :class:`Outcome`; every process of the call is dead by then.
-
-    Cancellation: the process tree is killed and reaped (shielded), then the
-    cancellation propagates.
+    Attributes:
+        pid: the launcher's pid (our child: reap it with :meth:`discard` or :func:`drive`).
+        spawn: what was launched.
+        stdin, stdout, stderr, control, status: the server's ends of the pipes.
+        started_at: ``time.monotonic()`` at the spawn.
     """
-    call = _Call(spawn, io)
+
+    pid: int
+    spawn: Spawn
+    stdin: int
+    stdout: int
+    stderr: int
+    control: int
+    status: int
+    started_at: float
+    reaped: bool = False
+
+    def fds(self) -> tuple[int, ...]:
+        """Every file descriptor it holds."""
+        return (self.stdin, self.stdout, self.stderr, self.control, self.status)
+
+    def alive(self) -> bool:
+        """Whether the launcher still runs (False once it has exited; then it is reaped)."""
+        if not self.reaped:
+            try:
+                self.reaped = os.waitpid(self.pid, os.WNOHANG) != (0, 0)
+            except ChildProcessError:
+                self.reaped = True
+        return not self.reaped
+
+    async def discard(self) -> None:
+        """End it unused: the launcher kills its tree; reap it and close every pipe."""
+        call = _Call(self.spawn, CollectIO())
+        call.pid = self.pid
+        try:
+            if not self.reaped:
+                with trio.CancelScope(shield=True):
+                    await _force_reap(call)
+                self.reaped = True
+        finally:
+            for fd in self.fds():
+                os.close(fd)
+
+
+def start(spawn: Spawn) -> Started:
+    """Launch ``spawn`` with its five pipes; nothing is read or written yet.
+
+    Raises:
+        OSError: the launcher could not be started.
+    """
     fds: list[int] = []
     try:
         stdin_r, stdin_w = _pipe()
+        fds += [stdin_r, stdin_w]
         stdout_r, stdout_w = _pipe()
+        fds += [stdout_r, stdout_w]
         stderr_r, stderr_w = _pipe()
+        fds += [stderr_r, stderr_w]
         ctl_r, ctl_w = _pipe()
+        fds += [ctl_r, ctl_w]
         status_r, status_w = _pipe()
-        fds = [stdin_r, stdin_w, stdout_r, stdout_w, stderr_r, stderr_w, ctl_r, ctl_w]
         fds += [status_r, status_w]
-        started = call.started_at = time.monotonic()
+        started = time.monotonic()
         # posix_spawn is a vfork + exec: it returns within microseconds.
-        call.pid = os.posix_spawn(  # noqa: ASYNC221
+        pid = os.posix_spawn(
             spawn.argv[0],
             list(spawn.argv),
             dict(spawn.env),
@@ -596,18 +647,59 @@ async def run(spawn: Spawn, io: CallIO) -> Outcome:
             setsigdef=(signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM),
             setsigmask=(),
         )
-    except OSError as exc:
+    except OSError:
         for fd in fds:
             os.close(fd)
-        return Outcome("spawn", None, None, Usage(), message=f"could not start the call: {exc}")
+        raise
     for fd in (stdin_r, stdout_w, stderr_w, ctl_w, status_w):
         os.close(fd)
     os.set_blocking(ctl_r, False)
     os.set_blocking(stdout_r, False)
-    call.ctl_fd = ctl_r
-    stdin = trio.lowlevel.FdStream(stdin_w)
-    stderr = trio.lowlevel.FdStream(stderr_r)
-    status = trio.lowlevel.FdStream(status_r)
+    return Started(pid, spawn, stdin_w, stdout_r, stderr_r, ctl_r, status_r, started)
+
+
+async def run(spawn: Spawn, io: CallIO) -> Outcome:
+    """Start ``spawn`` and run it to the end, talking to ``io``.
+
+    Returns:
+        the :class:`Outcome`; every process of the call is dead by then.
+
+    Cancellation: the process tree is killed and reaped (shielded), then the
+    cancellation propagates.
+    """
+    try:
+        started = start(spawn)
+    except OSError as exc:
+        return Outcome("spawn", None, None, Usage(), message=f"could not start the call: {exc}")
+    return await drive(started, io)
+
+
+async def drive(started: Started, io: CallIO, spawn: Spawn | None = None,
+                preamble: bytes = b"") -> Outcome:  # fmt: skip
+    """Run a :func:`start`-ed process to the end, talking to ``io``.
+
+    Args:
+        started: the process; from here on this function owns it.
+        io: the front door's side.
+        spawn: the call's settings when they differ from the launch's (a warm
+            process started ahead of its call); its timeout counts from now.
+        preamble: bytes written to stdin first and not counted (a warm
+            process's call message).
+    """
+    spawn = spawn or started.spawn
+    call = _Call(spawn, io)
+    call.pid = started.pid
+    call.ctl_fd = ctl_r = started.control
+    stdout_r = started.stdout
+    if preamble:
+        # A warm process: already running; the call starts now.
+        started_at = call.started_at = call.spawned_at = time.monotonic()
+    else:
+        started_at = call.started_at = started.started_at
+    call.preamble = preamble
+    stdin = trio.lowlevel.FdStream(started.stdin)
+    stderr = trio.lowlevel.FdStream(started.stderr)
+    status = trio.lowlevel.FdStream(started.status)
     cancelled = False
     try:
         async with trio.open_nursery() as nursery:
@@ -651,7 +743,7 @@ async def run(spawn: Spawn, io: CallIO) -> Outcome:
                 os.close(fd)
         if cancelled and call.reason is None:
             call.reason = "killed"
-    wall = time.monotonic() - started
+    wall = time.monotonic() - started_at
     return _outcome(call, wall)
 
 

@@ -49,6 +49,7 @@ class Service:
     Attributes:
         limits: overrides of the server's default limits (from the sidecar).
         network: network access under bwrap (None: the server's default).
+        warm: its own warm pool size (None: the server's ``--warm``).
     """
 
     name: str
@@ -59,10 +60,19 @@ class Service:
     env: Mapping[str, str]
     limits: Mapping[str, Any] = field(default_factory=dict)
     network: bool | None = None
+    warm: int | None = None
     _mtime: float = 0.0
 
-    def refresh(self) -> None:
+    @property
+    def pool_key(self) -> str:
+        """The name of its warm pool."""
+        return f"service:{self.name}"
+
+    def refresh(self) -> bool:
         """Copy the script again if it changed on disk (blocking, cheap when unchanged).
+
+        Returns:
+            whether it changed.
 
         Raises:
             NotFound: the script was removed.
@@ -71,9 +81,11 @@ class Service:
             mtime = self.source.stat().st_mtime
         except FileNotFoundError as exc:
             raise NotFound(f"the script of service {self.name!r} was removed") from exc
-        if mtime != self._mtime:
-            _stage(self.source, self.staged)
-            self._mtime = mtime
+        if mtime == self._mtime:
+            return False
+        _stage(self.source, self.staged)
+        self._mtime = mtime
+        return True
 
 
 def _stage(source: Path, target: Path) -> None:
@@ -85,7 +97,7 @@ def _stage(source: Path, target: Path) -> None:
     os.replace(temporary, target)
 
 
-_SIDECAR_KEYS = {"limits", "env", "network", "cgi", "language"}
+_SIDECAR_KEYS = {"limits", "env", "network", "cgi", "language", "warm"}
 
 
 def sidecar_path(script: Path) -> Path:
@@ -102,6 +114,7 @@ def load_sidecar(script: Path) -> dict[str, Any]:
         network: true      # under bwrap
         cgi: false
         language: python
+        warm: 4            # interpreters started ahead of their calls
 
     Raises:
         ConfigError: a bad file, naming it and the key.
@@ -125,6 +138,9 @@ def load_sidecar(script: Path) -> dict[str, Any]:
         if not isinstance(data.get(key, {}), dict):
             raise ConfigError(f"{path}: '{key}' must be a mapping")
     data["env"] = {str(k): str(v) for k, v in data.get("env", {}).items()}
+    warm = data.get("warm")
+    if warm is not None and (isinstance(warm, bool) or not isinstance(warm, int) or warm < 0):
+        raise ConfigError(f"{path}: 'warm' must be a whole number of interpreters, got {warm!r}")
     try:
         Limits.from_mapping(data.get("limits", {}))
     except ConfigError as exc:
@@ -223,6 +239,7 @@ class Services:
             env,
             limits=sidecar.get("limits", {}),
             network=sidecar.get("network"),
+            warm=sidecar.get("warm"),
         )
         if self.check_limits is not None:
             self.check_limits(service.limits)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -63,12 +63,15 @@ async def running_server(
     isolate: str = "none",
     limits: Limits | None = None,
     debug: bool = True,
+    warm: Mapping[str, int] | None = None,
+    warm_idle: float = 60.0,
     **options: Any,
 ) -> AsyncIterator[str]:
     """A real stack server for ``path`` on 127.0.0.1:<free port>; yields its URL."""
     if isolate == "bwrap":
         need_bwrap()
-    config = EngineConfig(isolate=isolate, limits=limits or Limits())
+    config = EngineConfig(isolate=isolate, limits=limits or Limits(), warm=warm or {},
+                          warm_idle=warm_idle)  # fmt: skip
     async with open_app(path, config, ServiceOptions(**options), debug=debug) as app:
         async with trio.open_nursery() as nursery:
             url = await nursery.start(serve, app, bind("127.0.0.1", 0))

@@ -48,7 +48,7 @@ FIELDS = {
     "memory_limit",
     "env",
 }
-OPTIONAL_FIELDS = {"hook_env", "description"}
+OPTIONAL_FIELDS = {"hook_env", "description", "warm"}
 PLACEHOLDERS = {"{interpreter}", "{prelude}", "{script}", "{code}"}
 
 

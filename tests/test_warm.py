@@ -1,0 +1,196 @@
+"""Warm pools: interpreters started ahead of their call, one call each, real processes."""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+import trio
+
+from sandbox.config import Config
+from sandbox.engine import EngineConfig, Invocation, open_engine
+from sandbox.errors import ConfigError
+from sandbox.limits import Limits
+from sandbox.process import CollectIO
+from sandbox.services import load_sidecar
+
+
+async def _metric(client: httpx.AsyncClient, url: str, name: str) -> float:
+    text = (await client.get(f"{url}/metrics")).text
+    found = re.search(rf'^{name}{{language="python"}} ([0-9.]+)$', text, re.M)
+    return float(found.group(1)) if found else 0.0
+
+
+async def _until_ready(client: httpx.AsyncClient, url: str, size: int) -> None:
+    with trio.fail_after(20):
+        while await _metric(client, url, "stack_warm_pool_size") < size:
+            await trio.sleep(0.05)
+
+
+LEAK = """\
+import builtins, os, sys
+print("before:", getattr(builtins, "leaked", None))
+builtins.leaked = os.getpid()
+sys.modules.setdefault("leak_marker", type(sys)("leak_marker"))
+"""
+
+
+@pytest.mark.parametrize("isolate", ["none", "bwrap"])
+async def test_a_warm_interpreter_serves_one_call_and_nothing_leaks(
+    server, client, script, isolate
+):
+    path = script("leak.py", LEAK)
+    async with server(path, isolate=isolate, warm={"*": 2}) as url:
+        await _until_ready(client, url, 2)
+        bodies = []
+        for _ in range(4):
+            response = await client.get(url)
+            assert response.status_code == 200, response.text
+            bodies.append(response.text)
+            await trio.sleep(0.3)  # let the pool start the replacement
+        hits = await _metric(client, url, "stack_warm_pool_hits_total")
+    # Each call ran in a process of its own: the global the previous call set
+    # is not there.
+    assert bodies == ["before: None\n"] * 4
+    assert hits == 4
+
+
+async def test_the_call_gets_its_own_request_env_args_and_body(server, client, script):
+    path = script(
+        "echo.py",
+        "import os, sys\n"
+        "print(os.environ['REQUEST_METHOD'], os.environ['QUERY_STRING'], "
+        "os.environ.get('STACK_WARM'), os.environ['GREETING'])\n"
+        "print(Hook['params'])\n"
+        "print(sys.argv[0].endswith('echo.py'), len(sys.argv))\n"
+        "print(sys.stdin.read())\n",
+    )
+    async with server(path, warm={"python": 1}, env={"GREETING": "hi"}) as url:
+        await _until_ready(client, url, 1)
+        response = await client.post(
+            f"{url}/?name=Bob", content=b"x" * 100_000, headers={"content-type": "text/plain"}
+        )
+        assert (await _metric(client, url, "stack_warm_pool_hits_total")) == 1
+    lines = response.text.split("\n")
+    assert lines[0] == "POST name=Bob None hi"
+    assert lines[1] == "{'name': 'Bob'}"
+    assert lines[2] == "True 1"
+    assert lines[3] == "x" * 100_000
+
+
+async def test_a_call_over_its_timeout_is_killed_from_the_hand_off(server, client, script):
+    # The timeout counts from the call, not from when the interpreter started.
+    path = script("slow.py", "import time\ntime.sleep(30)\n")
+    async with server(path, warm={"*": 1}, limits=Limits(timeout=1.0)) as url:
+        await _until_ready(client, url, 1)
+        await trio.sleep(1.5)  # the waiting process is older than the timeout
+        with trio.fail_after(15):
+            response = await client.get(url)
+    assert response.status_code == 504, response.text
+    assert response.json()["error"] == "timeout"
+    assert response.json()["usage"]["wall"] < 5
+
+
+async def test_a_waiting_interpreter_killed_from_outside_is_replaced(server, client, script):
+    path = script("hi.py", "print('hi')\n")
+    async with server(path, warm={"*": 1}) as url:
+        await _until_ready(client, url, 1)
+        killed = [
+            proc
+            for proc in psutil.Process().children(recursive=True)
+            if "python.py" in " ".join(proc.cmdline())
+        ]
+        for proc in killed:
+            proc.kill()
+        with trio.fail_after(10):  # dead (a zombie until the server reaps it)
+            while any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in killed):
+                await trio.sleep(0.01)
+        response = await client.get(url)
+        assert response.text == "hi\n", response.text
+
+
+async def test_watch_serves_the_new_script_after_a_change(server, client, script, tmp_path):
+    path = script("v.py", "print('one')\n")
+    async with server(path, warm={"*": 1}, watch=True, isolate="bwrap") as url:
+        await _until_ready(client, url, 1)
+        assert (await client.get(url)).text == "one\n"
+        path.write_text("print('two')\n")
+        import os
+
+        os.utime(path, (1, 1))  # a new mtime even within the same clock tick
+        assert (await client.get(url)).text == "two\n"
+
+
+async def test_the_pool_shrinks_when_idle_and_logs_its_hit_rate(server, client, script, caplog):
+    caplog.set_level(logging.INFO, logger="stack")
+    path = script("hi.py", "print('hi')\n")
+    async with server(path, warm={"*": 3}, warm_idle=0.5) as url:
+        await _until_ready(client, url, 3)
+        assert (await client.get(url)).text == "hi\n"
+        with trio.fail_after(10):
+            while await _metric(client, url, "stack_warm_pool_size") > 1:
+                await trio.sleep(0.1)
+        assert (await _metric(client, url, "stack_warm_pool_size")) == 1
+    text = caplog.text
+    assert "warm pool service:hi: keeping 3 python interpreter(s) ready" in text
+    assert "idle for 0.5 s, shrinking to 1" in text
+    assert re.search(r"warm pool service:hi: 1/3 python waiting, 1 hits, 0 misses", text)
+
+
+async def test_a_call_with_other_limits_starts_cold_and_is_counted_a_miss(tmp_path: Path):
+    async with open_engine(EngineConfig(isolate="none")) as engine:
+        lang = engine.registry.get("python")
+        script = engine.base / "scripts" / "hi.py"
+        script.write_text("import sys\nprint('hi', sys.argv[1:])\n")
+        script.chmod(0o644)
+        pool = engine.add_pool("hi", Invocation(lang, script), 1, Limits(memory=256 * 1024**2))
+        assert pool is not None
+        with trio.fail_after(10):
+            while not pool.ready:
+                await trio.sleep(0.02)
+        async with engine.open_call(Limits(memory=128 * 1024**2), warm="hi") as call:
+            io = CollectIO()
+            outcome = await call.run(Invocation(lang, script), io)
+        assert outcome.ok
+        assert io.stdout == b"hi []\n"
+        assert (pool.hits, pool.misses) == (0, 1)
+        with trio.fail_after(10):
+            while not pool.ready:
+                await trio.sleep(0.02)
+        async with engine.open_call(Limits(memory=256 * 1024**2), warm="hi") as call:
+            io = CollectIO()
+            outcome = await call.run(Invocation(lang, script, args=["a", "b"]), io)
+        assert outcome.ok
+        assert io.stdout == b"hi ['a', 'b']\n"
+        assert (pool.hits, pool.misses) == (1, 1)
+
+
+async def test_languages_without_a_warm_prelude_start_cold(server, client, script):
+    path = script("hi.sh", "echo hi\n")
+    async with server(path, warm={"*": 2}) as url:
+        assert (await client.get(url)).text == "hi\n"
+        assert "stack_warm_pool_size{" not in (await client.get(f"{url}/metrics")).text
+
+
+def test_warm_settings_are_checked(tmp_path: Path):
+    config = Config.from_mapping({"warm": {"python": 4}, "warm_idle": "2m"})
+    assert config.engine.warm == {"python": 4}
+    assert config.engine.warm_idle == 120.0
+    assert config.engine.warm_size("python") == 4
+    assert config.engine.warm_size("ruby") == 0
+    assert Config.from_mapping({"warm": 2}).engine.warm_size("ruby") == 2
+    with pytest.raises(ConfigError, match="warm"):
+        Config.from_mapping({"warm": "lots"})
+    with pytest.raises(ConfigError, match="warm"):
+        Config.from_mapping({"warm": -1})
+    script = tmp_path / "a.py"
+    script.write_text("print(1)\n")
+    (tmp_path / "a.py.stack.yaml").write_text("warm: many\n")
+    with pytest.raises(ConfigError, match="'warm' must be a whole number"):
+        load_sidecar(script)
+    (tmp_path / "a.py.stack.yaml").write_text("warm: 3\n")
+    assert load_sidecar(script)["warm"] == 3
