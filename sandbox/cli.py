@@ -470,6 +470,11 @@ def _run_server(args: argparse.Namespace, path: Path | None, *, execute: bool) -
                     where += f" and {url}/api/v2/execute"
                 print(f"stack: serving {what} at {where} [isolate={app.engine.isolation}]",
                       file=sys.stderr, flush=True)  # fmt: skip
+                pools = app.engine.pool_stats()
+                if pools:
+                    warm = ", ".join(f"{p.key.removeprefix('service:')} {p.size} {p.language}"
+                                     for p in pools)  # fmt: skip
+                    print(f"stack: warm interpreters: {warm}", file=sys.stderr, flush=True)
 
     trio.run(run)
     return 0

@@ -2,7 +2,8 @@
 
 Checks: each interpreter found at start is still there, bubblewrap still
 works (when it is the isolation), the queue is below its bound, and what
-other parts add (each configured broker connected).
+other parts add (each configured broker connected). Warm pools are listed
+with their size and hit rate (informational, always ok).
 """
 
 from __future__ import annotations
@@ -53,6 +54,12 @@ class Health:
         checks["queue"] = {"ok": queue_ok,
                            "detail": f"{stats.running}/{stats.max_running} running, "
                                      f"{stats.queued}/{stats.max_queue} queued"}  # fmt: skip
+        for pool in self.engine.pool_stats():
+            checks[f"warm:{pool.key}"] = {
+                "ok": True,
+                "detail": f"{pool.ready}/{pool.size} {pool.language} waiting, {pool.hits} hits, "
+                f"{pool.misses} misses ({pool.hit_rate:.0%})",
+            }
         for name, check in self.extra.items():
             try:
                 ok, detail = check()

@@ -18,6 +18,8 @@ from sandbox.limits import Limits
 from sandbox.process import CollectIO
 from sandbox.services import load_sidecar
 
+from .conftest import need
+
 
 async def _metric(client: httpx.AsyncClient, url: str, name: str) -> float:
     text = (await client.get(f"{url}/metrics")).text
@@ -194,3 +196,31 @@ def test_warm_settings_are_checked(tmp_path: Path):
         load_sidecar(script)
     (tmp_path / "a.py.stack.yaml").write_text("warm: 3\n")
     assert load_sidecar(script)["warm"] == 3
+
+
+async def test_node_warm_interpreters_get_their_call(server, client, script):
+    need("node")
+    path = script(
+        "echo.js",
+        "console.log(globalThis.leaked === undefined, process.env.REQUEST_METHOD, "
+        "process.env.STACK_WARM, Hook.params.name, process.argv.length);\n"
+        "globalThis.leaked = 1;\n"
+        "let body = ''; process.stdin.on('data', (d) => { body += d; });\n"
+        "process.stdin.on('end', () => console.log(body.length));\n",
+    )
+    async with server(path, warm={"javascript": 2}) as url:
+        with trio.fail_after(20):
+            while "stack_warm_pool_size{language=\"javascript\"} 2.0" not in (
+                await client.get(f"{url}/metrics")
+            ).text:
+                await trio.sleep(0.05)
+        texts = []
+        for _ in range(3):
+            response = await client.post(
+                f"{url}/?name=Ann", content=b"y" * 70_000, headers={"content-type": "text/plain"}
+            )
+            texts.append(response.text)
+            await trio.sleep(0.3)
+        metrics = (await client.get(f"{url}/metrics")).text
+    assert texts == ["true POST undefined Ann 2\n70000\n"] * 3
+    assert 'stack_warm_pool_hits_total{language="javascript"} 3.0' in metrics

@@ -150,6 +150,35 @@ class Response {
   }
 }
 
+// Warm (STACK_WARM=1, started ahead of its call with no SCRIPT): wait for the
+// one call on stdin, 8 hex digits giving the length of a JSON object
+// {"argv": [SCRIPT, ARGS...], "env": {...}}; take that argv and environment.
+// Read synchronously, exactly the message's bytes: the script gets the rest.
+function readExactly(count) {
+  const buffer = Buffer.alloc(count);
+  let got = 0;
+  while (got < count) {
+    let n;
+    try {
+      n = fs.readSync(0, buffer, got, count - got, null);
+    } catch (err) {
+      if (err.code === 'EAGAIN') continue;
+      throw err;
+    }
+    if (n === 0) process.exit(0); // retired before any call
+    got += n;
+  }
+  return buffer;
+}
+
+if (process.env.STACK_WARM === '1') {
+  const length = parseInt(readExactly(8).toString('latin1'), 16);
+  const call = JSON.parse(readExactly(length).toString('utf8'));
+  for (const name of Object.keys(process.env)) delete process.env[name];
+  Object.assign(process.env, call.env);
+  process.argv.splice(2, process.argv.length - 2, ...call.argv);
+}
+
 const data = process.env.STACK_HOOK
   ? JSON.parse(fs.readFileSync(process.env.STACK_HOOK, 'utf8'))
   : {};
