@@ -160,9 +160,12 @@ class _HttpIO:
                 await self._start(None)
 
     async def end_body(self) -> None:
-        # The script sent ``end`` on fd 3: the response is complete now.
+        # The script sent ``end`` on fd 3: the response is complete now, while
+        # its process may still be exiting (so it goes without X-Stack-Usage).
         async with self._lock:
             self.body_done = True
+            if not self.started and self.head is not None:
+                await self._start(None)
             if self.started and not self.ended:
                 self.ended = True
                 await self._send({"type": "http.response.body", "body": b"", "more_body": False})

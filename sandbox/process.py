@@ -429,6 +429,8 @@ class _Call:
         return True
 
     async def _end_explicitly(self) -> None:
+        if self.cgi is not None and not self.cgi.done:
+            return  # no complete CGI head yet: its end of output judges it
         if not self.head_sent and self.reason != "error":
             self.drain_control()
             self.head_sent = True

@@ -224,3 +224,35 @@ async def test_node_warm_interpreters_get_their_call(server, client, script):
         metrics = (await client.get(f"{url}/metrics")).text
     assert texts == ["true POST undefined Ann 2\n70000\n"] * 3
     assert 'stack_warm_pool_hits_total{language="javascript"} 3.0' in metrics
+
+
+async def test_python_responds_before_its_interpreter_shuts_down(server, client, script):
+    # A global whose finalizer takes 2 s: the response does not wait for it.
+    path = script(
+        "slowexit.py",
+        "import time\nclass Slow:\n    def __del__(self):\n        time.sleep(2)\n"
+        "keep = Slow()\nprint('done')\n",
+    )
+    async with server(path) as url:
+        started = trio.current_time()
+        response = await client.get(url)
+        elapsed = trio.current_time() - started
+    assert response.text == "done\n"
+    assert elapsed < 1.5
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "import atexit\natexit.register(lambda: print('bye'))\nprint('hi')\n",
+        "import threading, time\n"
+        "threading.Thread(target=lambda: (time.sleep(0.3), print('bye'))).start()\n"
+        "print('hi')\n",
+    ],
+    ids=["atexit", "thread"],
+)
+async def test_python_output_after_the_script_returns_is_kept(server, client, script, code):
+    path = script("later.py", code)
+    async with server(path) as url:
+        response = await client.get(url)
+    assert response.text == "hi\nbye\n"

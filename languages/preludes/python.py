@@ -234,6 +234,31 @@ def _main():
 
     sys.excepthook = excepthook
     _run(script, hook)
+    _end_early(hook["res"])
+
+
+def _end_early(res):
+    """The script returned: complete the response now, before the interpreter's shutdown.
+
+    Tearing down a Python process (modules, objects) takes milliseconds that
+    nobody needs to wait for, unless something may still write: atexit
+    handlers or other threads. The exit status is still reported; only
+    output written during the shutdown itself would be dropped.
+    """
+    if res.finished:
+        return
+    threading = sys.modules.get("threading")
+    if threading is not None and threading.active_count() > 1:
+        return
+    import atexit
+
+    if getattr(atexit, "_ncallbacks", lambda: 1)():
+        return
+    try:
+        sys.stdout.flush()
+    except Exception:  # noqa: BLE001 - the shutdown reports it
+        return
+    _send({"type": "end"})
 
 
 _main()
