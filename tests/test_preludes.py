@@ -492,12 +492,17 @@ def test_flat_names_other_than_hook_are_ignored(lang: str, tmp_path: Path) -> No
     assert not marker.exists()
 
 
+def expected_control(lang: str) -> list[dict[str, Any]]:
+    """What the control script sends; Python's prelude ends the response when the script returns."""
+    return EXPECTED_CONTROL + ([END] if lang == "python" else [])
+
+
 @pytest.mark.parametrize("lang", LANGUAGE_NAMES)
 def test_control_messages_on_fd3(lang: str, tmp_path: Path) -> None:
     script = write_script(tmp_path, lang, "control")
     result = language(lang).run(script, hook=make_hook({"value": TRICKY}))
     assert (result.returncode, result.stdout, result.stderr) == (0, "before\nafter\n", "")
-    assert result.control == EXPECTED_CONTROL
+    assert result.control == expected_control(lang)
     assert not (tmp_path / "pwned").exists()
 
 
@@ -508,8 +513,11 @@ def test_control_and_body_keep_program_order(lang: str, tmp_path: Path) -> None:
     lines = result.stdout.splitlines()
     assert result.returncode == 0, result.stderr
     assert lines[0] == "before"
-    assert [json.loads(line) for line in lines[1:-1]] == EXPECTED_CONTROL
-    assert lines[-1] == "after"
+    after = lines.index("after")
+    assert [json.loads(line) for line in lines[1:after]] == EXPECTED_CONTROL
+    assert [json.loads(line) for line in lines[after + 1 :]] == expected_control(lang)[
+        len(EXPECTED_CONTROL) :
+    ]
 
 
 @pytest.mark.parametrize("lang", LANGUAGE_NAMES)
@@ -711,6 +719,37 @@ def test_python_traceback_starts_in_the_script(tmp_path: Path) -> None:
     assert result.returncode == 1
     frames = re.findall(r'File "([^"]+)"', result.stderr)
     assert frames == [str(script)]
+
+
+def test_python_runs_without_site_yet_finds_what_site_adds(tmp_path: Path) -> None:
+    # The run line has -S; the prelude adds dist-packages, exit() and help at
+    # once and runs the rest of site (.pth files, user site) on the first
+    # import nothing finds.
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    (extra / "pth_added.py").write_text("WHERE = 'pth'\n")
+    version = subprocess.run(
+        ["python3", "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()
+    user_site = tmp_path / f".local/lib/python{version}/site-packages"
+    user_site.mkdir(parents=True)
+    (user_site / "extra.pth").write_text(f"{extra}\n")
+    script = tmp_path / "site_check.py"
+    script.write_text(
+        "import sys\n"
+        "import builtins\n"
+        "print(sys.flags.no_site, callable(exit), hasattr(builtins, 'help'))\n"
+        "import yaml\n"
+        "print(yaml.safe_load('a: 1'))\n"
+        "import pth_added\n"
+        "print(pth_added.WHERE)\n"
+        "exit(3)\n"
+    )
+    result = language("python").run(script, hook=make_hook())
+    assert result.stderr == ""
+    assert result.stdout == "1 True True\n{'a': 1}\npth\n"
+    assert result.returncode == 3
 
 
 # -- Ruby, PHP, Perl ----------------------------------------------------------

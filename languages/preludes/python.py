@@ -19,6 +19,30 @@ encoded by hand, and the script is compiled and run here as runpy would.
 import os
 import sys
 
+if sys.flags.no_site:  # the run line uses -S: the cheap part of site.main() here
+    import site  # frozen; under -S its main() does not run
+
+    sys.path.extend(d for d in site.getsitepackages() if os.path.isdir(d))
+    site.setquit()  # exit(), quit()
+    site.setcopyright()
+    site.sethelper()  # help()
+
+    class _RestOfSite:
+        """The first top-level import nothing finds runs the rest of site
+        (.pth files, user site, sitecustomize), then looks again."""
+
+        @classmethod
+        def find_spec(cls, name, path=None, target=None):
+            if path is not None:
+                return None
+            sys.meta_path.remove(cls)
+            site.main()
+            import importlib.util
+
+            return importlib.util.find_spec(name)
+
+    sys.meta_path.append(_RestOfSite)
+
 
 def _probe_control():
     # Before anything else opens a file: without an inherited fd 3 (a script
