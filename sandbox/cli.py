@@ -197,7 +197,7 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
         default=[],
         metavar="N|LANG=N",
         help="keep N interpreters of each service started ahead of their calls, or N for "
-        "services in LANG (repeatable); each serves one call (python)",
+        "services in LANG (repeatable); each serves one call (python, javascript, php)",
     )
     group.add_argument("--warm-idle", metavar="DURATION",
                        help="a warm pool unused this long shrinks to one (default 60s)",

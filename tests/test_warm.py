@@ -256,3 +256,31 @@ async def test_python_output_after_the_script_returns_is_kept(server, client, sc
     async with server(path) as url:
         response = await client.get(url)
     assert response.text == "hi\nbye\n"
+
+
+async def test_php_warm_interpreters_get_their_call(server, client, script):
+    need("php")
+    path = script(
+        "echo.php",
+        "<?php\n"
+        "echo isset($GLOBALS['leak']) ? 'leak' : 'clean', ' ', getenv('REQUEST_METHOD'), ' ',\n"
+        "  $_SERVER['REQUEST_METHOD'], ' ', var_export(getenv('STACK_WARM'), true), ' ',\n"
+        "  $Hook['params']['name'], ' ', $argc, ' ', strlen(file_get_contents('php://stdin')), \"\\n\";\n"
+        "$GLOBALS['leak'] = 1;\n",
+    )
+    async with server(path, warm={"php": 2}) as url:
+        with trio.fail_after(20):
+            while 'stack_warm_pool_size{language="php"} 2.0' not in (
+                await client.get(f"{url}/metrics")
+            ).text:
+                await trio.sleep(0.05)
+        texts = []
+        for _ in range(3):
+            response = await client.post(
+                f"{url}/?name=Ann", content=b"y" * 70_000, headers={"content-type": "text/plain"}
+            )
+            texts.append(response.text)
+            await trio.sleep(0.3)
+        metrics = (await client.get(f"{url}/metrics")).text
+    assert texts == ["clean POST POST false Ann 1 70000\n"] * 3
+    assert 'stack_warm_pool_hits_total{language="php"} 3.0' in metrics

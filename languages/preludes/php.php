@@ -37,6 +37,43 @@ function stack_status(int $code): void
     __stack_send(['type' => 'statusCode', 'payload' => ['value' => $code]]);
 }
 
+// Warm (STACK_WARM=1, started ahead of its call with no SCRIPT): wait for the
+// one call on stdin, 8 hex digits giving the length of a JSON object
+// {"argv": [SCRIPT, ARGS...], "env": {...}}; take that argv and environment.
+// STDIN is unbuffered first, so exactly the message is read: the script gets
+// the rest.
+function __stack_read_exactly(int $count): string
+{
+    $data = '';
+    while (strlen($data) < $count) {
+        $chunk = fread(STDIN, $count - strlen($data));
+        if ($chunk === false || $chunk === '') {
+            exit(0); // retired before any call
+        }
+        $data .= $chunk;
+    }
+    return $data;
+}
+
+if (getenv('STACK_WARM') === '1') {
+    stream_set_read_buffer(STDIN, 0);
+    $__stack_call = json_decode(__stack_read_exactly(hexdec(__stack_read_exactly(8))), true,
+        512, JSON_THROW_ON_ERROR);
+    foreach (array_keys(getenv()) as $__stack_name) {
+        putenv($__stack_name);
+        unset($_SERVER[$__stack_name], $_ENV[$__stack_name]);
+    }
+    foreach ($__stack_call['env'] as $__stack_name => $__stack_value) {
+        putenv("$__stack_name=$__stack_value");
+        $_SERVER[$__stack_name] = $__stack_value;
+    }
+    $_SERVER['REQUEST_TIME_FLOAT'] = microtime(true);
+    $_SERVER['REQUEST_TIME'] = (int) $_SERVER['REQUEST_TIME_FLOAT'];
+    $argv = array_merge([$argv[0]], $__stack_call['argv']);
+    $argc = count($argv);
+    unset($__stack_call, $__stack_name, $__stack_value);
+}
+
 $Hook = ['params' => [], 'req' => [], 'env' => []];
 if (($__stack_path = getenv('STACK_HOOK')) !== false && $__stack_path !== '') {
     $Hook = json_decode(file_get_contents($__stack_path), true, 512, JSON_THROW_ON_ERROR) + $Hook;
