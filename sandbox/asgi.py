@@ -29,6 +29,7 @@ from .control import Event, Head
 from .engine import Call, Engine, EngineConfig, Invocation, open_engine
 from .errors import BodyTooLarge, CompileError, NotFound, StackError
 from .execute import DEFAULT_OUTPUT
+from .execute import add_pools as add_execute_pools
 from .gateway import Gateway
 from .health import Health
 from .metrics import CONTENT_TYPE as METRICS_TYPE
@@ -770,6 +771,8 @@ async def open_app(path: Path | None, config: EngineConfig | None = None,
             app = StackApp(engine, services, debug=debug, execute=execute, actions=routes)
             for service in services or ():
                 app.warm_pool(service)
+            if execute:
+                add_execute_pools(engine)
             opened: dict[str, Broker] = {}
             wanted = dict(brokers or {})
             names = {t.broker for t in triggers} | {

@@ -334,6 +334,9 @@ class Engine:
                  idle: float | None = None) -> Pool | None:  # fmt: skip
         """Keep ``size`` interpreters of ``invocation`` started ahead of their calls.
 
+        A relative ``invocation.script`` names a file each call writes into
+        its own directory (submitted code).
+
         Calls opened with ``open_call(warm=key)`` take them. Returns None (and
         logs why) when the language's prelude cannot wait for a call.
 
@@ -383,7 +386,10 @@ class Engine:
         try:
             workdir = self._make_workdir(uid)
             call = Call(self, pool.limits, workdir, self._view(workdir), uid)
-            spawn = call._spawn(pool.invocation, pool.limits)
+            invocation = pool.invocation
+            if not invocation.script.is_absolute():  # a file the call will write here
+                invocation = dataclasses.replace(invocation, script=workdir / invocation.script)
+            spawn = call._spawn(invocation, pool.limits)
             prefix = tuple(spawn.argv[:-1])  # up to the script, which the call names
             env = {**spawn.env, "STACK_WARM": "1"}
             started = process.start(dataclasses.replace(spawn, argv=prefix, env=env))
@@ -597,12 +603,10 @@ class Call:
             if inv.hook is not None:
                 env["SCRIPT_FILENAME"] = script  # as the script sees it (bwrap: /stack/...)
 
-        launch = [str(engine.launcher), "-n", "-s", "4"]
+        # One pid namespace per call: the launcher's, or under bwrap bwrap's own.
+        launch = [str(engine.launcher), "-n", "-s", "4", *([] if bwrap else ["-p"])]
         if self.uid is not None:
-            # The call's own uid holds its processes: the launcher kills them all by it.
-            launch += ["-u", str(self.uid), "-g", str(self.uid), "-k"]
-        elif not bwrap:
-            launch.append("-p")  # a pid namespace (bwrap makes its own)
+            launch += ["-u", str(self.uid), "-g", str(self.uid)]
         launch += ["-r", "core=0"]
         if limits.cpu is not None:
             launch += ["-r", f"cpu={math.ceil(limits.cpu)}"]

@@ -16,7 +16,7 @@ import json
 import signal
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import semantic_version
@@ -294,10 +294,30 @@ def run_invocation(call: Call, job: Job, names: Sequence[str], build: Build | No
     )
 
 
+def pool_key(language: Language) -> str:
+    """The warm pool of submitted code in ``language`` (see :func:`add_pools`)."""
+    return f"execute:{language.name}"
+
+
+def add_pools(engine: Engine, output: int = DEFAULT_OUTPUT) -> None:
+    """Start a warm pool per language for jobs, sized by the engine's ``warm`` setting.
+
+    A job takes a waiting interpreter when it runs with the default run
+    limits (its entry file is named in the call message); jobs that set
+    their own limits start cold.
+    """
+    limits = Limits(**{**engine.config.limits.to_json(), "output": output})
+    for lang in engine.registry:
+        size = engine.config.warm_size(lang.name)
+        if size and lang.warm and engine.registry.installed(lang).available:
+            template = Invocation(lang, Path(lang.entry_name()), door="execute")
+            engine.add_pool(pool_key(lang), template, size, limits)
+
+
 async def execute(engine: Engine, job: Job) -> dict[str, Any]:
     """Run a job to the end; the Piston-shaped result."""
     run_limits = Limits(**{**job.run.to_json(), "output": job.output})
-    async with engine.open_call(run_limits) as call:
+    async with engine.open_call(run_limits, warm=pool_key(job.language)) as call:
         names = await prepare(call, job)
         result: dict[str, Any] = {"language": job.language.name, "version": job.version}
         build = None

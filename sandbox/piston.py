@@ -243,7 +243,7 @@ async def handle_connect(engine: Engine, scope: Scope, receive: Receive, send: S
 async def _run_job(engine: Engine, job: ex.Job, io: _WsIO,
                    outgoing: trio.MemorySendChannel[dict[str, Any]]) -> None:  # fmt: skip
     run_limits = Limits(**{**job.run.to_json(), "output": job.output})
-    async with engine.open_call(run_limits) as call:
+    async with engine.open_call(run_limits, warm=ex.pool_key(job.language)) as call:
         names = await ex.prepare(call, job)
         build = None
         if job.language.compile:

@@ -284,3 +284,34 @@ async def test_php_warm_interpreters_get_their_call(server, client, script):
         metrics = (await client.get(f"{url}/metrics")).text
     assert texts == ["clean POST POST false Ann 1 70000\n"] * 3
     assert 'stack_warm_pool_hits_total{language="php"} 3.0' in metrics
+
+
+async def test_submitted_code_takes_a_warm_interpreter_of_its_language(client):
+    from sandbox.asgi import open_app
+    from sandbox.server import bind, serve
+
+    config = EngineConfig(isolate="none", warm={"python": 1})
+    async with open_app(None, config, execute=True) as app, trio.open_nursery() as nursery:
+        url = await nursery.start(serve, app, bind("127.0.0.1", 0))
+        with trio.fail_after(20):
+            while not any(p.ready for p in app.engine.pool_stats()):
+                await trio.sleep(0.05)
+        job = {
+            "language": "python",
+            "version": "*",
+            "files": [{"name": "solution.py", "content": "import sys\nprint(sys.argv[1:], input())"}],
+            "args": ["a"],
+            "stdin": "typed\n",
+        }
+        first = (await client.post(f"{url}/api/v2/execute", json=job)).json()
+        with trio.fail_after(20):  # the replacement is waiting
+            while not any(p.ready for p in app.engine.pool_stats()):
+                await trio.sleep(0.05)
+        custom = (await client.post(f"{url}/api/v2/execute", json={**job, "run_cpu_time": 2000})).json()
+        stats = {p.key: p for p in app.engine.pool_stats()}["execute:python"]
+        nursery.cancel_scope.cancel()
+    assert first["run"]["stdout"] == "['a'] typed\n"
+    assert custom["run"]["stdout"] == "['a'] typed\n"
+    # The job with its own CPU limit could not use an interpreter started
+    # under the default one: it started cold.
+    assert (stats.hits, stats.misses) == (1, 1)
