@@ -12,8 +12,9 @@ measures, in one run:
 - stack under ``--isolate none`` and ``--isolate bwrap`` (``servers.py``),
 
 with the same load generator for both servers (``load.py``: wrk when it is
-installed, else a Trio/httpx client of our own), then the server's memory
-over many calls and its behaviour at concurrency 256 against a cap of 16
-(``suite.py``). ``report.py`` turns the figures into tables, ratios to both
+installed, else a Trio/httpx client of our own), then, for python and
+javascript, stack with a warm pool against stack without, the server's
+memory over many calls and its behaviour at concurrency 256 against a cap of
+16 (``suite.py``). ``report.py`` turns the figures into tables, ratios to both
 baselines and the issue's targets; results are in docs/BENCHMARKS.md.
 """

@@ -23,6 +23,7 @@ from .report import (
     MemoryResult,
     OverloadResult,
     Target,
+    WarmResult,
     breakdown_table,
     cpu_table,
     evaluate_targets,
@@ -32,11 +33,24 @@ from .report import (
     profile_table,
     ratios_table,
     targets_table,
+    warm_table,
 )
 from .servers import stack_command
 
-FULL = {"requests": 1000, "duration": 5.0, "memory_calls": 10_000, "overload_requests": 3000}
-QUICK = {"requests": 200, "duration": 3.0, "memory_calls": 200, "overload_requests": 400}
+FULL = {
+    "requests": 1000,
+    "duration": 5.0,
+    "memory_calls": 10_000,
+    "overload_requests": 3000,
+    "warm_requests": 100,
+}
+QUICK = {
+    "requests": 200,
+    "duration": 3.0,
+    "memory_calls": 200,
+    "overload_requests": 400,
+    "warm_requests": 30,
+}
 QUICK_LANGUAGES = "bash,python"
 
 
@@ -55,6 +69,26 @@ def _isolates(text: str) -> list[str]:
     if not modes or any(m not in ("none", "bwrap") for m in modes):
         raise argparse.ArgumentTypeError(f"expected none, bwrap or none,bwrap, got {text!r}")
     return list(dict.fromkeys(modes))
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number of 0 or more, got {text!r}")
+    return value
+
+
+def _milliseconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:  # also rejects nan
+        raise argparse.ArgumentTypeError(f"expected milliseconds, 0 or more, got {text!r}")
+    return value / 1000
 
 
 def _languages(text: str) -> list[str]:
@@ -87,6 +121,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--isolate", type=_isolates, default=["none", "bwrap"],
                    help="stack's isolate modes (default none,bwrap; the first also runs the "
                    "memory, overload and profile phases)")  # fmt: skip
+    p.add_argument("--warm", type=_count, default=4, metavar="N",
+                   help="the warm pool phase's pool size, for python and javascript "
+                   "(default 4; 0: no warm pool phase)")  # fmt: skip
+    p.add_argument("--warm-gap", type=_milliseconds, default=0.05, metavar="MS",
+                   help="milliseconds between the warm pool phase's paced requests (default 50)")  # fmt: skip
     p.add_argument("--client", choices=("auto", "wrk", "builtin"), default="auto",
                    help="load generator (default auto: wrk when installed, else builtin)")  # fmt: skip
     p.add_argument("--profile", action="store_true",
@@ -111,6 +150,9 @@ def settings_from(args: argparse.Namespace) -> suite.Settings:
         memory_calls=args.memory_calls or int(preset["memory_calls"]),
         memory_duration=30.0 if args.quick else 180.0,
         overload_requests=int(preset["overload_requests"]),
+        warm=args.warm,
+        warm_requests=int(preset["warm_requests"]),
+        warm_gap=args.warm_gap,
     )
 
 
@@ -140,6 +182,7 @@ class Run:
     cells: list[Cell]
     memory: MemoryResult | None
     overload: OverloadResult | None
+    warm: list[WarmResult]
     profile: Profile | None
     targets: list[Target]
 
@@ -156,10 +199,31 @@ class Run:
             "results": [cell.to_json() for cell in self.cells],
             "memory": self.memory.to_json() if self.memory else None,
             "overload": self.overload.to_json() if self.overload else None,
+            "warm": [result.to_json() for result in self.warm],
             "profile": self.profile.to_json() if self.profile else None,
             "targets": [t.to_json() for t in self.targets],
             "warnings": WARNINGS,
         }
+
+
+def _warm_intro(run: Run) -> str:
+    """What the warm pool table shows, and what to read in it."""
+    settings = run.settings
+    return (
+        f"A stack with `--warm LANG={settings.warm}` beside one without, both "
+        f"`--max-running {max(settings.concurrency)}`, each load measured on the cold one, "
+        "then on the warm one, the pool full before each. **paced c=1** (low load): "
+        f"{settings.warm_requests} requests one at a time on one keep-alive connection, "
+        f"{settings.warm_gap * 1000:g} ms apart, so the pool refills between calls; its "
+        "req/s is set by the gap and not shown. **back-to-back c=1** (moderate load): the "
+        "same requests without the gap; a call may take an interpreter still starting up. "
+        f"**c=8**: the suite's load ({settings.requests} requests or "
+        f"{settings.duration:g} s): at saturation every call still costs a whole "
+        "interpreter start-up, only moved ahead of its request, so req/s stays bound by "
+        "start-up. floor: the interpreter's raw spawn at c=1 (warm ÷ floor is the issue's "
+        "target for python); hit rate: the calls handed a waiting interpreter over the "
+        "warm load (the pool's /metrics counters)."
+    )
 
 
 def render(run: Run) -> str:
@@ -206,6 +270,8 @@ def render(run: Run) -> str:
         breakdown_table(run.cells),
         "",
     ]
+    if run.warm:
+        out += ["## Warm pool", "", _warm_intro(run), "", warm_table(run.warm), ""]
     if run.memory is not None:
         memory = run.memory
         out += [
@@ -265,6 +331,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             root = Path(tmp)
             services, cgi = write_scripts(root, [HELLOS[name] for name in languages])
             cells = suite.run_matrix(settings, interpreters, services, cgi, root, load, _say)
+            warm = suite.run_warm(settings, interpreters, services, cells, root, load, _say)
             if "bash" not in languages:  # the memory, overload and profile phases use bash hello
                 write_scripts(root, [HELLOS["bash"]])
             memory = suite.run_memory(settings, services, root, load, _say)
@@ -286,8 +353,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         cells,
         memory,
         overload,
+        warm,
         profile,
-        evaluate_targets(cells, memory, overload),
+        evaluate_targets(cells, memory, overload, warm),
     )
     print(render(run), flush=True)
     if args.json:

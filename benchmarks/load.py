@@ -3,11 +3,13 @@
 Both keep ``concurrency`` keep-alive connections busy with GET requests and
 stop by themselves after ``requests`` responses or ``duration`` seconds,
 whichever comes first. Latency is per request, from sending it to the end of
-its response.
+its response. ``paced_load`` sends one request at a time instead, with a
+pause between them (the warm pool phase).
 """
 
 from __future__ import annotations
 
+import http.client
 import math
 import os
 import re
@@ -17,6 +19,7 @@ import signal
 import subprocess
 import tempfile
 import time
+import urllib.parse
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -271,6 +274,62 @@ def builtin_load(
 ) -> LoadResult:
     """The suite's own client: ``concurrency`` Trio tasks sharing one httpx pool."""
     return trio.run(_builtin, url, concurrency, requests, duration, timeout)
+
+
+def paced_load(url: str, requests: int, gap: float, duration: float, timeout: float) -> LoadResult:
+    """GET ``url`` ``requests`` times, one at a time on one keep-alive connection.
+
+    Each request is sent ``gap`` seconds after the previous response (0: back
+    to back). Latency leaves the gaps out; ``duration`` (first request to last
+    response) has them. A request that fails on a reused connection (the
+    server closed it while it was idle) is sent once more on a new one.
+
+    Args:
+        duration: the most seconds it runs; no request is sent after that.
+        timeout: the most seconds a connection waits for one response.
+    """
+    parts = urllib.parse.urlsplit(url)
+    path = parts.path or "/"
+    if parts.query:
+        path += f"?{parts.query}"
+    latencies: list[float] = []
+    statuses: Counter[int] = Counter()
+    errors = 0
+    connection: http.client.HTTPConnection | None = None
+    start = time.perf_counter()
+    deadline = start + duration
+    try:
+        for i in range(requests):
+            if i and gap > 0:
+                time.sleep(gap)
+            if time.perf_counter() >= deadline:
+                break
+            for _ in range(2):
+                reused = connection is not None
+                if connection is None:
+                    connection = http.client.HTTPConnection(parts.netloc, timeout=timeout)
+                sent = time.perf_counter()
+                try:
+                    connection.request("GET", path)
+                    response = connection.getresponse()
+                    response.read()
+                except (OSError, http.client.HTTPException) as exc:
+                    connection.close()
+                    connection = None
+                    if reused and isinstance(exc, ConnectionError | http.client.BadStatusLine):
+                        continue
+                    errors += 1
+                    break
+                latencies.append(time.perf_counter() - sent)
+                statuses[response.status] += 1
+                if response.will_close:
+                    connection.close()
+                    connection = None
+                break
+    finally:
+        if connection is not None:
+            connection.close()
+    return summarize(latencies, statuses, errors, time.perf_counter() - start)
 
 
 def pick_load(client: str) -> tuple[str, Load]:

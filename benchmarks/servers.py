@@ -16,7 +16,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +30,39 @@ _URL = re.compile(r" at (http://[^/\s]+)")
 
 class ServerError(Exception):
     """A server did not start; the message carries the end of its log."""
+
+
+@dataclass(frozen=True)
+class PoolFigures:
+    """A warm pool as stack's /metrics shows it, for one language.
+
+    Attributes:
+        size: interpreters waiting (``stack_warm_pool_size``).
+        hits: calls handed a waiting interpreter (``stack_warm_pool_hits_total``).
+        misses: calls of a warm service that started cold (``stack_warm_pool_misses_total``).
+    """
+
+    size: int
+    hits: int
+    misses: int
+
+
+def pool_figures(metrics: str, language: str) -> PoolFigures:
+    """The warm pool figures of ``language`` in a Prometheus text page (0 when absent).
+
+    A counter appears only once it counted something, a gauge once it moved.
+    """
+
+    def value(name: str) -> int:
+        pattern = rf'^{name}{{language="{re.escape(language)}"}} ([0-9.e+-]+)$'
+        found = re.search(pattern, metrics, re.M)
+        return int(float(found.group(1))) if found else 0
+
+    return PoolFigures(
+        value("stack_warm_pool_size"),
+        value("stack_warm_pool_hits_total"),
+        value("stack_warm_pool_misses_total"),
+    )
 
 
 def free_port() -> int:
@@ -113,6 +146,31 @@ class StackServer:
             time.sleep(0.05)
         return left
 
+    def pool(self, language: str, timeout: float = 10.0) -> PoolFigures:
+        """Its warm pool of ``language``, from /metrics.
+
+        Raises:
+            OSError: /metrics did not answer 200 within ``timeout``.
+        """
+        status, _, body = fetch(f"{self.url}/metrics", timeout)
+        if status != 200:
+            raise OSError(f"GET /metrics gave {status} {body[:80]!r}")
+        return pool_figures(body.decode(errors="replace"), language)
+
+    def wait_pool(self, language: str, size: int, timeout: float = 60.0) -> PoolFigures:
+        """Wait until ``size`` interpreters of ``language`` wait in its pool, or ``timeout``.
+
+        Returns:
+            The pool as it was last seen (``size`` below the one asked for on a timeout).
+
+        Raises:
+            OSError: /metrics did not answer.
+        """
+        deadline = time.monotonic() + timeout
+        while (found := self.pool(language)).size < size and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return found
+
 
 def _name(process: psutil.Process) -> str:
     try:
@@ -165,10 +223,14 @@ def running_stack(
     isolate: str,
     max_running: int,
     max_queue: int | None = None,
+    extra: Sequence[str] = (),
     log: Path,
     start_timeout: float = 60.0,
 ) -> Iterator[StackServer]:
-    """Run ``stack SERVICES -p PORT --isolate MODE --max-running N`` for the block.
+    """Run ``stack SERVICES -p PORT --isolate MODE --max-running N [EXTRA...]`` for the block.
+
+    Args:
+        extra: more options for stack's command line (``--warm python=4``).
 
     Raises:
         ServerError: it exited or printed no URL within ``start_timeout``.
@@ -185,6 +247,7 @@ def running_stack(
     ]
     if max_queue is not None:
         command += ["--max-queue", str(max_queue)]
+    command += extra
     started = time.time()
     with log.open("wb") as out:
         # stderr goes to a file, not a pipe: a pipe nobody reads would block its logging.

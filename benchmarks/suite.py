@@ -3,9 +3,11 @@
 1-3. for each language and concurrency: the spawn floor, lighttpd + mod_cgi
    on the CGI scripts, and stack under each ``--isolate`` mode, one after
    the other (``run_matrix``);
-4. stack's RSS after two equal batches of calls;
-5. concurrency 256 against ``--max-running 16 --max-queue 64``;
-6. optionally, a py-spy profile of stack serving bash hello.
+4. for python and javascript under each ``--isolate`` mode: stack with a warm
+   pool against stack without, paced, back to back and at c=8 (``run_warm``);
+5. stack's RSS after two equal batches of calls;
+6. concurrency 256 against ``--max-running 16 --max-queue 64``;
+7. optionally, a py-spy profile of stack serving bash hello.
 
 Every phase is bounded: each load stops after its request count or its
 duration, and every server is stopped when its phase ends.
@@ -32,8 +34,20 @@ import psutil
 from . import profile as prof
 from .floor import spawn_floor
 from .hellos import EXPECTED_BODY, HELLOS, Interpreter
-from .load import Load, LoadResult
-from .report import FLOOR, LIGHTTPD, STACK, Cell, MemoryResult, OverloadResult
+from .load import Load, LoadResult, paced_load
+from .report import (
+    FLOOR,
+    LIGHTTPD,
+    PACED,
+    SATURATION,
+    STACK,
+    WARM_LOADS,
+    Cell,
+    MemoryResult,
+    OverloadResult,
+    WarmLoad,
+    WarmResult,
+)
 from .servers import (
     ServerError,
     StackServer,
@@ -45,6 +59,11 @@ from .servers import (
 )
 
 TIMEOUT = 30.0  # per request: a slow language at c=64 on 2 cores stays well under it
+WARM_LANGUAGES = ("python", "javascript")  # stack's languages with a warm prelude
+WARM_FILL_TIMEOUT = 60.0  # the most seconds to wait for a pool to fill
+# A pool counts an interpreter as waiting once it is spawned, before it has
+# started up: give the last ones this long to reach their wait for a call.
+WARM_SETTLE = 0.5
 
 
 @dataclass(frozen=True)
@@ -52,13 +71,17 @@ class Settings:
     """What to run, from the command line.
 
     Attributes:
-        isolate: stack's modes; the first also runs phases 4-6.
+        isolate: stack's modes; the first also runs phases 5-7.
         requests: responses per load cell (it also stops after ``duration`` seconds).
         memory_calls: calls per batch of the memory phase (two batches), each
             batch stopping after ``memory_duration`` seconds at the latest.
         overload_requests: requests of the overload phase, from
             ``overload_concurrency`` clients against ``--max-running
             overload_running --max-queue overload_queue``.
+        warm: the warm pool phase's pool size (0: no such phase).
+        warm_requests: requests of each c=1 load of that phase, sent one at a
+            time, ``warm_gap`` seconds apart when paced; each load stops after
+            ``warm_duration`` seconds at the latest.
     """
 
     languages: list[str]
@@ -72,6 +95,10 @@ class Settings:
     overload_concurrency: int = 256
     overload_running: int = 16
     overload_queue: int = 64
+    warm: int = 0
+    warm_requests: int = 100
+    warm_gap: float = 0.05
+    warm_duration: float = 60.0
 
 
 Progress = Callable[[str], None]
@@ -231,6 +258,13 @@ def _load_cell(
     )
 
 
+def _floor_argv(interpreter: Interpreter, services: Path) -> list[str]:
+    """The spawn floor's command: the interpreter, stack's start-up options, the hello script."""
+    hello = HELLOS[interpreter.language]
+    assert interpreter.path is not None
+    return [interpreter.path, *hello.flags, str(services / hello.filename)]
+
+
 def run_matrix(
     settings: Settings,
     interpreters: dict[str, Interpreter],
@@ -254,9 +288,7 @@ def run_matrix(
             servers.append(_start_stack(stack, settings, mode, services, workdir, say))
         for language in settings.languages:
             hello = HELLOS[language]
-            path = interpreters[language].path
-            assert path is not None
-            argv = [path, *hello.flags, str(services / hello.filename)]
+            argv = _floor_argv(interpreters[language], services)
             # Warm each server up on this script; stack also reports its calls' own time.
             problems: dict[str, str | None] = {}
             walls: dict[str, float] = {}
@@ -292,10 +324,137 @@ def run_matrix(
     return cells
 
 
+def run_warm(
+    settings: Settings,
+    interpreters: dict[str, Interpreter],
+    services: Path,
+    cells: list[Cell],
+    workdir: Path,
+    load: Load,
+    say: Progress,
+) -> list[WarmResult]:
+    """Phase 4: for each warm-capable language and isolate mode, stack with a warm pool vs without.
+
+    The spawn floor at c=1 is the matrix's when it measured one, else it is
+    measured here. See :func:`_warm_pair` for the loads.
+    """
+    results: list[WarmResult] = []
+    if settings.warm < 1:
+        return results
+    for language in [name for name in settings.languages if name in WARM_LANGUAGES]:
+        floor = next(
+            (
+                cell.result
+                for cell in cells
+                if (cell.server, cell.language, cell.concurrency) == (FLOOR, language, 1)
+            ),
+            None,
+        )
+        if floor is None:
+            floor, _ = spawn_floor(
+                _floor_argv(interpreters[language], services),
+                home=services,
+                concurrency=1,
+                requests=settings.requests,
+                duration=settings.duration,
+            )
+            say(f"{'floor':<11} {language:<10} c=1   {_describe(floor)}")
+        for mode in settings.isolate:
+            results.append(
+                _warm_pair(settings, language, mode, floor, services, workdir, load, say)
+            )
+    return results
+
+
+def _warm_pair(
+    settings: Settings,
+    language: str,
+    mode: str,
+    floor: LoadResult,
+    services: Path,
+    workdir: Path,
+    load: Load,
+    say: Progress,
+) -> WarmResult:
+    """One language and isolate mode: a stack with ``--warm LANG=N`` beside one without.
+
+    Three loads, each on the cold server and then on the warm one, both
+    servers idle and the pool full before each: paced c=1 (one request at a
+    time, ``warm_gap`` apart: the pool refills between calls), back-to-back
+    c=1 (it may not), and the suite's load at c=8 (saturation). The pool's
+    hits and misses are read from /metrics before and after each warm load.
+    Both servers are stopped when it returns, whatever happened.
+    """
+    size, script = settings.warm, HELLOS[language].filename
+    # Far longer than the phase: a pool idle this long would shrink to one.
+    extra = ["--warm", f"{language}={size}", "--warm-idle", "1h"]
+    options = {"isolate": mode, "max_running": max(settings.concurrency)}
+    loads: list[WarmLoad] = []
+
+    def measure(url: str, kind: str, c: int) -> LoadResult:
+        if kind == SATURATION:
+            return load(url, c, settings.requests, settings.duration, TIMEOUT)
+        gap = settings.warm_gap if kind == PACED else 0.0
+        return paced_load(url, settings.warm_requests, gap, settings.warm_duration, TIMEOUT)
+
+    def result(note: str = "") -> WarmResult:
+        return WarmResult(language, mode, size, settings.warm_gap, floor, loads, note)
+
+    try:
+        with ExitStack() as stack:
+            base = f"stack-warm-{language}-{mode}"
+            cold = stack.enter_context(
+                _stack(say, services, **options, log=workdir / f"{base}-cold.log")
+            )
+            warm = stack.enter_context(
+                _stack(say, services, **options, extra=extra, log=workdir / f"{base}.log")
+            )
+            say(f"stack {mode} --warm {language}={size} at {warm.url}; without: {cold.url}")
+            for server in (cold, warm):
+                if problem := _check(f"{server.url}/{script}"):
+                    say(f"warm {mode} {language}: {problem}")
+                    return result(problem)
+            for kind in WARM_LOADS:
+                c = 8 if kind == SATURATION else 1
+                ready = warm.wait_pool(language, size, WARM_FILL_TIMEOUT).size
+                time.sleep(WARM_SETTLE)
+                note = ""
+                if ready < size:
+                    note = f"pool held {ready} of {size} after {WARM_FILL_TIMEOUT:.0f} s"
+                    say(f"WARNING: warm {mode} {language}: {note}")
+                cold_result = measure(f"{cold.url}/{script}", kind, c)
+                cold.wait_idle()
+                before = warm.pool(language)
+                warm_result = measure(f"{warm.url}/{script}", kind, c)
+                after = warm.pool(language)
+                item = WarmLoad(
+                    kind,
+                    c,
+                    cold_result,
+                    warm_result,
+                    after.hits - before.hits,
+                    after.misses - before.misses,
+                    note,
+                )
+                loads.append(item)
+                say(
+                    f"warm {mode:<5} {language:<10} {WARM_LOADS[item.kind]:<16} "
+                    f"cold p50 {cold_result.p50 * 1000:.2f} ms, {cold_result.rate:.1f}/s; "
+                    f"warm p50 {warm_result.p50 * 1000:.2f} ms, {warm_result.rate:.1f}/s, "
+                    f"hits {item.hits}/{item.hits + item.misses}, "
+                    f"{cold_result.failures + warm_result.failures} errors"
+                )
+    except (ServerError, OSError) as exc:
+        say(f"warm {mode} {language}: {exc}")
+        first = str(exc).splitlines()[0].rstrip(":") if str(exc) else type(exc).__name__
+        return result(first)  # the log's tail is in the progress line
+    return result()
+
+
 def run_memory(
     settings: Settings, services: Path, workdir: Path, load: Load, say: Progress
 ) -> MemoryResult | None:
-    """Phase 4: RSS of a fresh stack after a warm-up, then after each of two batches of bash hello."""
+    """Phase 5: RSS of a fresh stack after a warm-up, then after each of two batches of bash hello."""
     mode, c = settings.isolate[0], 8
     url_path = HELLOS["bash"].filename
     points: list[tuple[int, int]] = []
@@ -330,7 +489,7 @@ def run_memory(
 def run_overload(
     settings: Settings, services: Path, workdir: Path, load: Load, say: Progress
 ) -> OverloadResult | None:
-    """Phase 5: 256 clients against 16 slots and a queue of 64; then look for leftovers."""
+    """Phase 6: 256 clients against 16 slots and a queue of 64; then look for leftovers."""
     mode = settings.isolate[0]
     c, running, queue = (
         settings.overload_concurrency,
@@ -369,7 +528,7 @@ def run_overload(
 def run_profile(
     settings: Settings, services: Path, workdir: Path, load: Load, say: Progress, seconds: int = 8
 ) -> prof.Profile | None:
-    """Phase 6: py-spy on stack (first isolate mode) serving bash hello at c=8."""
+    """Phase 7: py-spy on stack (first isolate mode) serving bash hello at c=8."""
     py_spy = prof.find_py_spy()
     if py_spy is None:
         say("profile: py-spy is not installed (pip install py-spy); no profile")
