@@ -17,14 +17,24 @@
  *           namespace, whose descendants are the call), then at the end one
  *           JSON line of status and usage
  *
- * Process tree:  server -> launcher (this, new session) -> reaper (pid 1 of the
- * new pid namespace) -> PROG.  The reaper reaps orphans, and when PROG exits
- * (or the launcher gets SIGTERM) kills everything left, reaps it, and reports
- * the CPU time and peak memory of the whole tree.  Every process here has
- * PR_SET_PDEATHSIG = SIGKILL, so the tree dies with the server.
+ * With -p:     server -> launcher -> reaper (pid 1 of the new pid namespace)
+ *              -> PROG.  kill(-1) from pid 1 reaches the whole namespace, at
+ *              once (a fork under way fails), and when pid 1 dies the kernel
+ *              kills the rest.
+ * Without -p:  server -> launcher (the reaper, a child subreaper) -> PROG in a
+ *              process group of its own; its group is killed, then the
+ *              reaper's children round after round.  Enough when PROG keeps
+ *              the call in a pid namespace of its own (bubblewrap): killing
+ *              PROG ends that namespace.
  *
- * The launcher is tiny on purpose: it is exec'd once per call, and what it
- * costs is added to every call's latency.
+ * The reaper reaps orphans, and when PROG exits (or the launcher gets
+ * SIGTERM) kills everything left, reaps it, and reports the CPU time and peak
+ * memory of the whole tree.  Every process here has PR_SET_PDEATHSIG =
+ * SIGKILL, so the tree dies with the server.
+ *
+ * The launcher is tiny on purpose, and built static when it can be (see
+ * launcher.py): it is exec'd once per call, and what it costs is added to
+ * every call's latency.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -49,19 +59,6 @@ struct limit {
     int resource;
     rlim_t value;
 };
-
-static volatile sig_atomic_t term_requested = 0;
-static pid_t reaper_pid = -1;
-
-static void on_term(int sig) {
-    (void)sig;
-    term_requested = 1;
-}
-
-static void forward_term(int sig) {
-    (void)sig;
-    if (reaper_pid > 0) kill(reaper_pid, SIGTERM);
-}
 
 static void die(const char *what) {
     dprintf(2, "stack-launch: %s: %s\n", what, strerror(errno));
@@ -123,13 +120,50 @@ static void kill_children(void) {
     }
 }
 
-static void kill_all(int in_pidns, pid_t child) {
-    if (in_pidns) {
-        kill(-1, SIGKILL);
-    } else {
-        kill(-child, SIGKILL);
-        kill_children();
+/* How PROG is started. */
+struct start {
+    char **prog;
+    const struct limit *limits;
+    int nlimits;
+    long uid, gid;
+    int no_new_privs;
+    const char *cwd;
+    int own_group; /* in a process group of its own (no pid namespace) */
+};
+
+/* Why PROG could not be started (0: it was), set by the child. */
+static volatile int start_errno;
+
+/* Start PROG under its limits and uid.  vfork, not fork: the parent sleeps
+ * until the child has exec'd (or failed), and nothing of our memory is
+ * copied.  The child shares our memory meanwhile, so it only makes system
+ * calls (no handler can run in it either: every signal we catch is blocked
+ * and taken by sigwaitinfo), and it reports a failure in start_errno. */
+static pid_t start_prog(const struct start *s) {
+    pid_t parent = getpid();
+    start_errno = 0;
+    pid_t pid = vfork();
+    if (pid != 0) return pid;
+    if (s->own_group) setpgid(0, 0);
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent) _exit(127); /* the reaper died before PDEATHSIG was set */
+    for (int i = 0; i < s->nlimits; i++) {
+        struct rlimit rl = {s->limits[i].value, s->limits[i].value};
+        /* CPU: SIGXCPU at the limit (a clear reason), SIGKILL a second later. */
+        if (s->limits[i].resource == RLIMIT_CPU) rl.rlim_max = rl.rlim_cur + 1;
+        if (setrlimit(s->limits[i].resource, &rl) != 0) goto fail;
     }
+    if (s->gid >= 0 && (setgroups(0, NULL) != 0 || setresgid(s->gid, s->gid, s->gid) != 0)) goto fail;
+    if (s->uid >= 0 && setresuid(s->uid, s->uid, s->uid) != 0) goto fail;
+    if (s->no_new_privs && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) goto fail;
+    if (s->cwd && chdir(s->cwd) != 0) goto fail;
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    execvp(s->prog[0], s->prog);
+fail:
+    start_errno = errno;
+    _exit(127);
 }
 
 static double seconds(struct timeval tv) { return tv.tv_sec + tv.tv_usec / 1e6; }
@@ -171,94 +205,68 @@ int main(int argc, char **argv) {
     int keep = status_fd > 3 ? status_fd : 3;
     syscall(SYS_close_range, (unsigned)keep + 1, ~0U, 0);
     if (status_fd >= 0) fcntl(status_fd, F_SETFD, FD_CLOEXEC);
+
+    /* SIGTERM and SIGCHLD are only ever taken by sigwaitinfo: one that comes
+     * before we wait is not lost, and no handler runs in a vfork child. */
+    sigset_t waited;
+    sigemptyset(&waited);
+    sigaddset(&waited, SIGTERM);
+    sigaddset(&waited, SIGCHLD);
+    sigprocmask(SIG_BLOCK, &waited, NULL);
+    signal(SIGCHLD, SIG_DFL); /* an inherited SIG_IGN would reap children for us */
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() == 1) _exit(125); /* the server died before we got here */
 
     int in_pidns = want_pidns ? enter_pidns() : 0;
-
-    /* exec errors of PROG come back on this pipe (closed by a good exec). */
-    int errpipe[2];
-    if (pipe2(errpipe, O_CLOEXEC) != 0) die("pipe");
-
     pid_t reaper = in_pidns ? fork() : 0;
     if (reaper < 0) die("fork");
     if (reaper > 0) {
-        /* The launcher: say where the call's tree is, wait for the reaper,
-         * forward SIGTERM to it. */
-        close(errpipe[0]);
-        close(errpipe[1]);
+        /* The launcher: say where the call's tree is, forward SIGTERM to the
+         * reaper, wait for it. */
         if (status_fd >= 0) {
             dprintf(status_fd, "{\"reaper\":%d}\n", (int)reaper);
             close(status_fd);
         }
-        reaper_pid = reaper;
-        struct sigaction sa = {0};
-        sa.sa_handler = forward_term;
-        sigaction(SIGTERM, &sa, NULL);
-        int st;
-        while (waitpid(reaper, &st, 0) < 0 && errno == EINTR) {}
-        _exit(0);
+        for (;;) {
+            int sig = sigwaitinfo(&waited, NULL);
+            if (sig == SIGTERM) kill(reaper, SIGTERM);
+            if (sig == SIGCHLD && waitpid(reaper, NULL, WNOHANG) == reaper) _exit(0);
+        }
     }
 
     /* The reaper: pid 1 of the namespace, or the launcher itself without one. */
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (!in_pidns) prctl(PR_SET_CHILD_SUBREAPER, 1);
-    struct sigaction sa = {0};
-    sa.sa_handler = on_term;
-    sigaction(SIGTERM, &sa, NULL);
+    if (in_pidns) prctl(PR_SET_PDEATHSIG, SIGKILL);
+    else prctl(PR_SET_CHILD_SUBREAPER, 1);
 
-    pid_t child = fork();
-    if (child < 0) die("fork");
-    if (child == 0) {
-        close(errpipe[0]);
-        signal(SIGTERM, SIG_DFL);
-        if (!in_pidns) setpgid(0, 0);
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        for (int i = 0; i < nlimits; i++) {
-            struct rlimit rl = {limits[i].value, limits[i].value};
-            /* CPU: SIGXCPU at the limit (a clear reason), SIGKILL a second later. */
-            if (limits[i].resource == RLIMIT_CPU) rl.rlim_max = rl.rlim_cur + 1;
-            if (setrlimit(limits[i].resource, &rl) != 0) goto fail;
-        }
-        if (gid >= 0 && (setgroups(0, NULL) != 0 || setresgid(gid, gid, gid) != 0)) goto fail;
-        if (uid >= 0 && setresuid(uid, uid, uid) != 0) goto fail;
-        if (no_new_privs && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) goto fail;
-        if (cwd && chdir(cwd) != 0) goto fail;
-        sigset_t none;
-        sigemptyset(&none);
-        sigprocmask(SIG_SETMASK, &none, NULL);
-        execvp(prog[0], prog);
-    fail:;
-        int err = errno;
-        ssize_t ignored = write(errpipe[1], &err, sizeof err);
-        (void)ignored;
-        _exit(127);
-    }
-    close(errpipe[1]);
-    int exec_errno = 0;
-    while (read(errpipe[0], &exec_errno, sizeof exec_errno) < 0 && errno == EINTR) {}
-    close(errpipe[0]);
+    struct start start = {prog, limits, nlimits, uid, gid, no_new_privs, cwd, !in_pidns};
+    pid_t child = start_prog(&start);
+    if (child < 0) die("vfork");
+    int exec_errno = start_errno;
+    if (!in_pidns && status_fd >= 0) dprintf(status_fd, "{\"reaper\":%d}\n", (int)getpid());
 
+    /* Reap until no child is left.  Once the call is over (PROG exited, or
+     * SIGTERM), kill whatever is left, again after each death. */
     int child_status = 0, child_done = 0, killed = 0;
     for (;;) {
         int st;
-        pid_t pid = waitpid(-1, &st, 0);
-        if (pid < 0) {
-            if (errno == EINTR) {
-                if (term_requested && !killed) {
-                    killed = 1;
-                    kill_all(in_pidns, child);
-                }
-                continue;
+        pid_t pid;
+        while ((pid = waitpid(-1, &st, WNOHANG)) > 0) {
+            if (pid == child) {
+                child_status = st;
+                child_done = 1;
             }
-            break; /* ECHILD: everything is reaped */
         }
-        if (pid == child) {
-            child_status = st;
-            child_done = 1;
+        if (pid < 0) break; /* ECHILD: everything is reaped */
+        if (child_done || killed) {
+            /* The call is over: nothing it started may outlive it. */
+            if (in_pidns) {
+                kill(-1, SIGKILL);
+            } else {
+                kill(-child, SIGKILL);
+                kill_children();
+            }
         }
-        /* The call is over: nothing it started may outlive it. */
-        if (child_done || killed) kill_all(in_pidns, child);
+        if (sigwaitinfo(&waited, NULL) == SIGTERM) killed = 1;
     }
     if (status_fd >= 0) {
         struct rusage ru;

@@ -212,6 +212,8 @@ class Control:
         if kind == "end":
             self.ended = True
             return [Event("end")]
+        if kind == "ready":
+            return []  # a warm prelude finished loading (see sandbox/warm.py)
         if kind == "error":
             error = payload.get("error", "the script reported an error")
             code = payload.get("code")

@@ -54,11 +54,11 @@ class Health:
         checks["queue"] = {"ok": queue_ok,
                            "detail": f"{stats.running}/{stats.max_running} running, "
                                      f"{stats.queued}/{stats.max_queue} queued"}  # fmt: skip
-        for pool in self.engine.pool_stats():
+        for pool in self.engine.pool_stats(poll=False):  # in a worker thread
             checks[f"warm:{pool.key}"] = {
                 "ok": True,
-                "detail": f"{pool.ready}/{pool.size} {pool.language} waiting, {pool.hits} hits, "
-                f"{pool.misses} misses ({pool.hit_rate:.0%})",
+                "detail": f"{pool.ready}/{pool.size} {pool.language} ready, {pool.hits} hits, "
+                f"{pool.early} early, {pool.misses} misses ({pool.hit_rate:.0%})",
             }
         for name, check in self.extra.items():
             try:

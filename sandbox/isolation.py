@@ -82,10 +82,10 @@ def bwrap_argv(
     """The bubblewrap command line for one call, up to and including ``--``.
 
     bubblewrap's own pid namespace (``--unshare-all``) is the call's only
-    one: the launcher does not make another (see ``_launcher.c``). It cannot
-    be the launcher's instead: bubblewrap, in its user namespace, may not
-    mount a /proc for a pid namespace made by root, and falls back to
-    showing the host's.
+    one: the launcher makes none under bubblewrap, and ending bubblewrap ends
+    it (see ``_launcher.c``). It cannot be the launcher's instead:
+    bubblewrap, in its user namespace, may not mount a /proc for a pid
+    namespace made by root, and falls back to showing the host's.
 
     Args:
         bwrap: path of the bwrap executable.
@@ -162,7 +162,7 @@ def check_bwrap(bwrap: str, uid: int | None, launcher: Path | None = None) -> st
     inner = bwrap_argv(bwrap, workdir=Path("/tmp"), binds=[], uid=uid if root else None)
     argv = [*inner, "/bin/true"]
     if launcher is not None:
-        ids = ["-u", str(uid), "-g", str(uid), "-k"] if root else []
+        ids = ["-u", str(uid), "-g", str(uid)] if root else []
         argv = [str(launcher), "-n", *ids, "--", *argv]
     elif root:
         setpriv = shutil.which("setpriv")

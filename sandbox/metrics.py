@@ -7,15 +7,17 @@ stack_running_calls, stack_queued_calls              gauges
 stack_limit_hits_total{kind}                         timeout, cpu, memory, file_size, output
 stack_bytes_in_total, stack_bytes_out_total
 stack_build_cache_hits_total, stack_build_cache_misses_total
-stack_warm_pool_size{language}, stack_warm_pool_hits_total{language},
-stack_warm_pool_misses_total{language}
+stack_warm_pool_size{language}                       gauge: interpreters loaded and waiting
+stack_warm_pool_hits_total{language}                 calls given a loaded interpreter
+stack_warm_pool_early_total{language}                ... one still loading (ahead of a cold start)
+stack_warm_pool_misses_total{language}               calls of a warm service that started cold
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -48,15 +50,21 @@ class Metrics:
                                  registry=self.registry)  # fmt: skip
         self.rejected = Counter("stack_rejected", "Calls refused because the queue was full",
                                 registry=self.registry)  # fmt: skip
-        self.pool_size = Gauge("stack_warm_pool_size", "Warm interpreters waiting", ["language"],
-                               registry=self.registry)  # fmt: skip
+        self.pool_early = Counter("stack_warm_pool_early",
+                                  "Calls given a warm interpreter still loading", ["language"],
+                                  registry=self.registry)  # fmt: skip
         self.pool_hits = Counter("stack_warm_pool_hits", "Calls served by a warm interpreter",
                                  ["language"], registry=self.registry)  # fmt: skip
         self.pool_misses = Counter("stack_warm_pool_misses",
                                    "Calls of a warm service that started cold", ["language"],
                                    registry=self.registry)  # fmt: skip
         self._live: list[Callable[[], tuple[int, int, int, int]]] = []
+        self._pools: list[Callable[[], list[tuple[str, int]]]] = []
         self.registry.register(_Live(self))
+
+    def watch_pools(self, read: Callable[[], list[tuple[str, int]]]) -> None:
+        """Read (language, interpreters ready) of each warm pool at each scrape."""
+        self._pools.append(read)
 
     def watch(self, read: Callable[[], tuple[int, int, int, int]]) -> None:
         """Read (running, queued, build hits, build misses) at each scrape."""
@@ -92,3 +100,13 @@ class _Live(Collector):
         yield GaugeMetricFamily("stack_queued_calls", "Calls waiting for a slot", value=queued)
         yield CounterMetricFamily("stack_build_cache_hits", "Builds reused", value=hits)
         yield CounterMetricFamily("stack_build_cache_misses", "Builds compiled", value=misses)
+        sizes: dict[str, int] = {}
+        for read_pools in self.metrics._pools:
+            for language, ready in read_pools():
+                sizes[language] = sizes.get(language, 0) + ready
+        if sizes:
+            size = GaugeMetricFamily("stack_warm_pool_size", "Warm interpreters loaded and waiting",
+                                     labels=["language"])  # fmt: skip
+            for language, ready in sorted(sizes.items()):
+                size.add_metric([language], ready)
+            yield size

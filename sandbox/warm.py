@@ -3,11 +3,16 @@
 A pool belongs to one service (or any caller-chosen key) and keeps up to
 ``size`` processes waiting. Each went through the whole spawn path (its own
 call directory and uid, the launcher's rlimits and pid namespace, bubblewrap,
-the interpreter and its prelude) and blocks on stdin for its call. A call
-that takes one sends it a message (the script, its arguments and the call's
-environment) and drives it like any other process; the pool starts a
-replacement in the background. A process never serves a second call, so
-nothing a call does is seen by the next.
+the interpreter and its prelude), says ``{"type": "ready"}`` on fd 3 once
+loaded, and blocks on stdin for its call. A call that takes one sends it a
+message (the script, its arguments and the call's environment) and drives
+it like any other process; the pool starts a replacement in the background.
+A process never serves a second call, so nothing a call does is seen by the
+next.
+
+A call takes a ready process when there is one (a hit); else the one that
+started first, still loading but ahead of a cold start (early); else it
+starts cold (a miss).
 
 When a call's command line differs from the pool's (other limits, another
 script), the waiting process is discarded and the call starts cold. After
@@ -19,6 +24,7 @@ from __future__ import annotations
 import collections
 import json
 import logging
+import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -37,6 +43,7 @@ log = logging.getLogger("stack")
 
 IDLE = 60.0
 CHECK_EVERY = 1.0
+LOADING_POLL = 0.05
 
 
 @dataclass
@@ -56,6 +63,18 @@ class Waiting:
     uid: int | None
     prefix: tuple[str, ...]
     pool: Pool
+    ready: bool = False
+
+    def poll_ready(self) -> bool:
+        """Whether its prelude said it is loaded (reads fd 3 without blocking)."""
+        if not self.ready:
+            try:
+                said = os.read(self.started.control, 256)
+            except BlockingIOError:
+                return False
+            # The prelude writes nothing else to fd 3 before its call.
+            self.ready = b'"ready"' in said
+        return self.ready
 
     def message(self, argv: Sequence[str], env: Mapping[str, str]) -> bytes:
         """The call message the prelude waits for: 8 hex digits of length, then JSON."""
@@ -71,20 +90,22 @@ class PoolStats:
     language: str
     size: int
     ready: int
+    starting: int
     hits: int
+    early: int
     misses: int
 
     @property
     def hit_rate(self) -> float:
-        """Hits over calls, 0 before the first call."""
-        calls = self.hits + self.misses
+        """Calls served by a ready interpreter over calls, 0 before the first call."""
+        calls = self.hits + self.early + self.misses
         return self.hits / calls if calls else 0.0
 
     def line(self) -> str:
         """One line for the log."""
         return (
-            f"warm pool {self.key}: {self.ready}/{self.size} {self.language} waiting, "
-            f"{self.hits} hits, {self.misses} misses ({self.hit_rate:.0%})"
+            f"warm pool {self.key}: {self.ready}/{self.size} {self.language} ready, "
+            f"{self.hits} hits, {self.early} early, {self.misses} misses ({self.hit_rate:.0%})"
         )
 
 
@@ -106,8 +127,9 @@ class Pool:
     limits: Limits
     size: int
     idle: float = IDLE
-    ready: collections.deque[Waiting] = field(default_factory=collections.deque)
+    held: collections.deque[Waiting] = field(default_factory=collections.deque)
     hits: int = 0
+    early: int = 0
     misses: int = 0
     starting: int = 0
     last_call: float = field(default_factory=time.monotonic)
@@ -126,59 +148,69 @@ class Pool:
         return self.size
 
     def take(self) -> Waiting | None:
-        """A waiting process for a call, or None (a miss: the call starts cold)."""
+        """A process for a call: a ready one, else the oldest still loading, else None."""
         self.last_call = time.monotonic()
-        found = None
-        while self.ready:
-            waiting = self.ready.popleft()
-            self.engine.metrics.pool_size.labels(self.language).dec()
-            if waiting.started.alive():
-                found = waiting
-                break
-            self.engine.dispose_soon(waiting)  # died while waiting (killed from outside)
+        for waiting in [w for w in self.held if not w.started.alive()]:
+            self.held.remove(waiting)  # died while waiting (killed from outside)
+            self.engine.dispose_soon(waiting)
+        found = next((w for w in self.held if w.poll_ready()), None)
+        if found is None and self.held:
+            found = self.held[0]
+        if found is not None:
+            self.held.remove(found)
         self._wake.set()
         return found
 
-    def count(self, hit: bool) -> None:
-        """Record whether a taken process served its call."""
-        if hit:
-            self.hits += 1
-            self.engine.metrics.pool_hits.labels(self.language).inc()
-        else:
+    def count(self, waiting: Waiting | None) -> None:
+        """Record how a call was served: by ``waiting`` (ready or not), or cold (None)."""
+        labels = (self.language,)
+        if waiting is None:
             self.misses += 1
-            self.engine.metrics.pool_misses.labels(self.language).inc()
+            self.engine.metrics.pool_misses.labels(*labels).inc()
+        elif waiting.ready:
+            self.hits += 1
+            self.engine.metrics.pool_hits.labels(*labels).inc()
+        else:
+            self.early += 1
+            self.engine.metrics.pool_early.labels(*labels).inc()
 
-    def stats(self) -> PoolStats:
-        """A snapshot."""
-        return PoolStats(self.key, self.language, self.size, len(self.ready), self.hits,
-                         self.misses)  # fmt: skip
+    def stats(self, poll: bool = True) -> PoolStats:
+        """A snapshot; ``poll``: read whether processes are loaded now (the event loop only).
+
+        Without ``poll`` (from a thread) it uses what the pool last read,
+        at most 50 ms old while processes are loading.
+        """
+        waiting = list(self.held)
+        ready = sum(1 for w in waiting if (w.poll_ready() if poll else w.ready))
+        return PoolStats(self.key, self.language, self.size, ready, len(waiting) - ready,
+                         self.hits, self.early, self.misses)  # fmt: skip
 
     async def maintain(self) -> None:
         """Top the pool up, retire what idleness no longer needs, drop dead processes."""
         shrunk = False
         while True:
             target = self.target()
-            if target < self.size and not shrunk and len(self.ready) > target:
+            if target < self.size and not shrunk and len(self.held) > target:
                 log.info("warm pool %s: idle for %g s, shrinking to %d", self.key, self.idle,
                          target)  # fmt: skip
             shrunk = target < self.size
-            while len(self.ready) > target:
-                waiting = self.ready.pop()
-                self.engine.metrics.pool_size.labels(self.language).dec()
+            while len(self.held) > target:
+                await self.engine.dispose(self.held.pop())
+            for waiting in [w for w in self.held if not w.started.alive()]:
+                self.held.remove(waiting)
                 await self.engine.dispose(waiting)
-            for waiting in [w for w in self.ready if not w.started.alive()]:
-                self.ready.remove(waiting)
-                self.engine.metrics.pool_size.labels(self.language).dec()
-                await self.engine.dispose(waiting)
-            while len(self.ready) + self.starting < target:
+            while len(self.held) + self.starting < target:
                 fresh = await self._start()
                 if fresh is None:
                     break
-                self.ready.append(fresh)
-                self.engine.metrics.pool_size.labels(self.language).inc()
+                self.held.append(fresh)
             self._wake = trio.Event()
-            # After failures, back off so a broken interpreter does not spin.
-            with trio.move_on_after(CHECK_EVERY * min(2**self.failures, 30)):
+            # Look again soon while processes load (their readiness is
+            # polled), else every CHECK_EVERY; after failures, back off so a
+            # broken interpreter does not spin.
+            loading = not all([w.poll_ready() for w in self.held])
+            pause = LOADING_POLL if loading else CHECK_EVERY * min(2**self.failures, 30)
+            with trio.move_on_after(pause):
                 await self._wake.wait()
 
     async def _start(self) -> Waiting | None:

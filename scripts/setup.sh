@@ -15,7 +15,7 @@ cd "$(dirname "$0")/.."
 RUNTIME=(
   bash dash perl tcl ruby php-cli lua5.4 nodejs python3 python3-venv
   gcc g++ libc6-dev rustc golang-go default-jdk-headless
-  bubblewrap util-linux procps ca-certificates jq
+  bubblewrap util-linux procps ca-certificates jq musl-tools
 )
 # What the tests and benchmarks need besides: peers and real brokers.
 TESTING=(lighttpd wrk redis-server redis-tools mosquitto nats-server)

@@ -374,6 +374,7 @@ def test_argv_substitutes_the_placeholders(registry: Registry) -> None:
     assert python.prelude is not None
     assert python.argv("/usr/bin/python3", "/work/s.py", ["a b", "{script}"]) == [
         "/usr/bin/python3",
+        "-S",
         str(python.prelude),
         "/work/s.py",
         "a b",

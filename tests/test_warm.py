@@ -140,7 +140,7 @@ async def test_the_pool_shrinks_when_idle_and_logs_its_hit_rate(server, client, 
     text = caplog.text
     assert "warm pool service:hi: keeping 3 python interpreter(s) ready" in text
     assert "idle for 0.5 s, shrinking to 1" in text
-    assert re.search(r"warm pool service:hi: 1/3 python waiting, 1 hits, 0 misses", text)
+    assert re.search(r"warm pool service:hi: 1/3 python ready, 1 hits, 0 early, 0 misses", text)
 
 
 async def test_a_call_with_other_limits_starts_cold_and_is_counted_a_miss(tmp_path: Path):
@@ -152,7 +152,7 @@ async def test_a_call_with_other_limits_starts_cold_and_is_counted_a_miss(tmp_pa
         pool = engine.add_pool("hi", Invocation(lang, script), 1, Limits(memory=256 * 1024**2))
         assert pool is not None
         with trio.fail_after(10):
-            while not pool.ready:
+            while pool.stats().ready < 1:
                 await trio.sleep(0.02)
         async with engine.open_call(Limits(memory=128 * 1024**2), warm="hi") as call:
             io = CollectIO()
@@ -161,7 +161,7 @@ async def test_a_call_with_other_limits_starts_cold_and_is_counted_a_miss(tmp_pa
         assert io.stdout == b"hi []\n"
         assert (pool.hits, pool.misses) == (0, 1)
         with trio.fail_after(10):
-            while not pool.ready:
+            while pool.stats().ready < 1:
                 await trio.sleep(0.02)
         async with engine.open_call(Limits(memory=256 * 1024**2), warm="hi") as call:
             io = CollectIO()

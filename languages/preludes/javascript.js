@@ -150,8 +150,8 @@ class Response {
   }
 }
 
-// Warm (STACK_WARM=1, started ahead of its call with no SCRIPT): wait for the
-// one call on stdin, 8 hex digits giving the length of a JSON object
+// Warm (STACK_WARM=1, started ahead of its call with no SCRIPT): say
+// {"type": "ready"} on fd 3, then wait for the one call on stdin, 8 hex digits giving the length of a JSON object
 // {"argv": [SCRIPT, ARGS...], "env": {...}}; take that argv and environment.
 // Read synchronously, exactly the message's bytes: the script gets the rest.
 function readExactly(count) {
@@ -172,6 +172,7 @@ function readExactly(count) {
 }
 
 if (process.env.STACK_WARM === '1') {
+  send({ type: 'ready' }); // loaded: the pool counts it as ready
   const length = parseInt(readExactly(8).toString('latin1'), 16);
   const call = JSON.parse(readExactly(length).toString('utf8'));
   for (const name of Object.keys(process.env)) delete process.env[name];

@@ -37,8 +37,8 @@ function stack_status(int $code): void
     __stack_send(['type' => 'statusCode', 'payload' => ['value' => $code]]);
 }
 
-// Warm (STACK_WARM=1, started ahead of its call with no SCRIPT): wait for the
-// one call on stdin, 8 hex digits giving the length of a JSON object
+// Warm (STACK_WARM=1, started ahead of its call with no SCRIPT): say
+// {"type": "ready"} on fd 3, then wait for the one call on stdin, 8 hex digits giving the length of a JSON object
 // {"argv": [SCRIPT, ARGS...], "env": {...}}; take that argv and environment.
 // STDIN is unbuffered first, so exactly the message is read: the script gets
 // the rest.
@@ -56,6 +56,7 @@ function __stack_read_exactly(int $count): string
 }
 
 if (getenv('STACK_WARM') === '1') {
+    __stack_send(['type' => 'ready']); // loaded: the pool counts it as ready
     stream_set_read_buffer(STDIN, 0);
     $__stack_call = json_decode(__stack_read_exactly(hexdec(__stack_read_exactly(8))), true,
         512, JSON_THROW_ON_ERROR);

@@ -4,8 +4,8 @@ Loads the Hook from $STACK_HOOK, then runs SCRIPT as __main__ in this process
 with a global ``Hook`` dict: Hook['params'], Hook['req'], Hook['env'] and
 Hook['res'], whose methods write response control messages to fd 3.
 
-Warm (STACK_WARM=1, started ahead of its call with no SCRIPT): waits for its
-one call on stdin, a message of 8 hex digits giving the length of a JSON
+Warm (STACK_WARM=1, started ahead of its call with no SCRIPT): says
+{"type": "ready"} on fd 3, then waits for its one call on stdin, a message of 8 hex digits giving the length of a JSON
 object ``{"argv": [SCRIPT, ARGS...], "env": {...}}``, takes that argv and
 environment, and runs the call as above. Read with os.read, exactly the
 message's bytes, so the script still gets its whole stdin.
@@ -229,6 +229,7 @@ def _read_exactly(count):
 
 def _await_call():
     """Block until the server hands this warm interpreter its call."""
+    _send({"type": "ready"})  # loaded: the pool counts it as ready
     message = _parse_json(_read_exactly(int(_read_exactly(8), 16)).decode("utf-8"))
     os.environ.clear()
     os.environ.update(message["env"])
