@@ -285,6 +285,8 @@ class Engine:
         uid: int | None = None
         workdir: Path | None = None
         call: Call | None = None
+        pool: Pool | None = None
+        waiting: Waiting | None = None
         try:
             self._running += 1
             self._calls += 1
@@ -303,6 +305,8 @@ class Engine:
                 if call is not None and call.warm is not None:
                     await call.warm.started.discard()  # never handed its call
                     call.count_warm(None)
+                if waiting is not None and pool is not None:
+                    pool.release()
                 if workdir is not None:
                     await trio.to_thread.run_sync(_remove_tree, workdir)
                 if uid is not None and self._uids is not None:

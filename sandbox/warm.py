@@ -132,6 +132,7 @@ class Pool:
     early: int = 0
     misses: int = 0
     starting: int = 0
+    serving: int = 0
     last_call: float = field(default_factory=time.monotonic)
     failures: int = 0
     _wake: trio.Event = field(default_factory=trio.Event)
@@ -158,8 +159,20 @@ class Pool:
             found = self.held[0]
         if found is not None:
             self.held.remove(found)
-        self._wake.set()
+            self.serving += 1
+        if not self.held or found is None:
+            self._wake.set()  # else the replacement starts when the call ends
         return found
+
+    def release(self) -> None:
+        """A call that took a process has ended: start its replacement now.
+
+        Started while the call runs, a replacement's start-up would compete
+        with the call for the CPU; after it, it overlaps the next call's
+        arrival instead (unless the pool ran dry: then at once).
+        """
+        self.serving -= 1
+        self._wake.set()
 
     def count(self, waiting: Waiting | None) -> None:
         """Record how a call was served: by ``waiting`` (ready or not), or cold (None)."""
@@ -199,7 +212,9 @@ class Pool:
             for waiting in [w for w in self.held if not w.started.alive()]:
                 self.held.remove(waiting)
                 await self.engine.dispose(waiting)
-            while len(self.held) + self.starting < target:
+            while len(self.held) + self.starting < target and (
+                not self.serving or not self.held
+            ):
                 fresh = await self._start()
                 if fresh is None:
                     break
