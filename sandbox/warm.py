@@ -212,9 +212,7 @@ class Pool:
             for waiting in [w for w in self.held if not w.started.alive()]:
                 self.held.remove(waiting)
                 await self.engine.dispose(waiting)
-            while len(self.held) + self.starting < target and (
-                not self.serving or not self.held
-            ):
+            while len(self.held) + self.starting < target and (not self.serving or not self.held):
                 fresh = await self._start()
                 if fresh is None:
                     break
