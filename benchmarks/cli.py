@@ -221,8 +221,9 @@ def _warm_intro(run: Run) -> str:
         f"{settings.duration:g} s): at saturation every call still costs a whole "
         "interpreter start-up, only moved ahead of its request, so req/s stays bound by "
         "start-up. floor: the interpreter's raw spawn at c=1 (warm ÷ floor is the issue's "
-        "target for python); hit rate: the calls handed a waiting interpreter over the "
-        "warm load (the pool's /metrics counters)."
+        "target for python); hit rate: the calls handed an interpreter loaded and "
+        "waiting, over the warm load's calls (the pool's /metrics counters; the others "
+        "took one still loading, or started cold)."
     )
 
 

@@ -156,7 +156,8 @@ class WarmLoad:
 
     Attributes:
         kind: ``paced``, ``back-to-back`` or ``saturation`` (see ``WARM_LOADS``).
-        hits, misses: the warm pool's counters over the warm measurement.
+        hits, misses, early: the warm pool's counters over the warm measurement
+            (early: handed an interpreter still loading).
         note: what went wrong, or what to know about the figures.
     """
 
@@ -167,12 +168,17 @@ class WarmLoad:
     hits: int = 0
     misses: int = 0
     note: str = ""
+    early: int = 0
+
+    @property
+    def calls(self) -> int:
+        """The calls the pool counted."""
+        return self.hits + self.early + self.misses
 
     @property
     def hit_rate(self) -> float:
-        """Hits over the pool's calls (nan without calls)."""
-        calls = self.hits + self.misses
-        return self.hits / calls if calls else math.nan
+        """Calls given a loaded interpreter over the pool's calls (nan without calls)."""
+        return self.hits / self.calls if self.calls else math.nan
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -181,6 +187,7 @@ class WarmLoad:
             "cold": self.cold.to_json(),
             "warm": self.warm.to_json(),
             "hits": self.hits,
+            "early": self.early,
             "misses": self.misses,
             "hit_rate": _or_none(self.hit_rate),
             "note": self.note or None,
@@ -530,7 +537,7 @@ def warm_table(results: Sequence[WarmResult]) -> str:
                     num(ratio(warm.p50, floor_p50), 2) if c1 else "-",
                     "-" if paced else num(cold.rate),
                     "-" if paced else num(warm.rate),
-                    f"{rate} ({item.hits}/{item.hits + item.misses})",
+                    f"{rate} ({item.hits}/{item.calls})",
                     "; ".join(notes),
                 ]
             )
@@ -581,7 +588,7 @@ def _warm_target(warm: Sequence[WarmResult]) -> Target:
         return Target(name, goal, "-", "not measured", "no response")
     measured = (
         f"{value:.2f} ({paced.warm.p50 * 1000:.2f} vs {found.floor.p50 * 1000:.2f} ms; "
-        f"cold {paced.cold.p50 * 1000:.2f} ms; hit rate {paced.hits}/{paced.hits + paced.misses})"
+        f"cold {paced.cold.p50 * 1000:.2f} ms; hit rate {paced.hits}/{paced.calls})"
     )
     return Target(name, goal, measured, "met" if value <= 0.25 else "MISSED")
 

@@ -38,13 +38,15 @@ class PoolFigures:
 
     Attributes:
         size: interpreters waiting (``stack_warm_pool_size``).
-        hits: calls handed a waiting interpreter (``stack_warm_pool_hits_total``).
+        hits: calls handed a loaded interpreter (``stack_warm_pool_hits_total``).
         misses: calls of a warm service that started cold (``stack_warm_pool_misses_total``).
+        early: calls handed one still loading (``stack_warm_pool_early_total``).
     """
 
     size: int
     hits: int
     misses: int
+    early: int = 0
 
 
 def pool_figures(metrics: str, language: str) -> PoolFigures:
@@ -62,6 +64,7 @@ def pool_figures(metrics: str, language: str) -> PoolFigures:
         value("stack_warm_pool_size"),
         value("stack_warm_pool_hits_total"),
         value("stack_warm_pool_misses_total"),
+        value("stack_warm_pool_early_total"),
     )
 
 

@@ -435,13 +435,14 @@ def _warm_pair(
                     after.hits - before.hits,
                     after.misses - before.misses,
                     note,
+                    after.early - before.early,
                 )
                 loads.append(item)
                 say(
                     f"warm {mode:<5} {language:<10} {WARM_LOADS[item.kind]:<16} "
                     f"cold p50 {cold_result.p50 * 1000:.2f} ms, {cold_result.rate:.1f}/s; "
                     f"warm p50 {warm_result.p50 * 1000:.2f} ms, {warm_result.rate:.1f}/s, "
-                    f"hits {item.hits}/{item.hits + item.misses}, "
+                    f"hits {item.hits}/{item.calls} ({item.early} early), "
                     f"{cold_result.failures + warm_result.failures} errors"
                 )
     except (ServerError, OSError) as exc:

@@ -126,7 +126,7 @@ def test_warm_pool_phase_prints_its_table_and_target(tmp_path: Path) -> None:
     for load in warm["loads"][:2]:
         assert load["warm"]["statuses"] == {"200": 30}, load
         assert load["cold"]["statuses"] == {"200": 30}, load
-        assert load["hits"] + load["misses"] == 30, load
+        assert load["hits"] + load["early"] + load["misses"] == 30, load
     assert warm["loads"][0]["hits"] > 0, warm["loads"][0]
 
 
