@@ -32,6 +32,7 @@ from .execute import DEFAULT_OUTPUT
 from .execute import add_pools as add_execute_pools
 from .gateway import Gateway
 from .health import Health
+from .limits import Limits
 from .metrics import CONTENT_TYPE as METRICS_TYPE
 from .process import Outcome, Running, signal_name
 from .reporting import Reporter
@@ -101,14 +102,13 @@ class _Body:
             parts.append(data)
         return b"".join(parts)
 
-    async def watch_disconnect(self, scope: trio.CancelScope) -> None:
-        """Once the body is read, wait for ``http.disconnect``; then cancel the call."""
+    async def wait_disconnect(self) -> None:
+        """Wait until the body is read, then for ``http.disconnect``."""
         await self._finished.wait()
         while not self.disconnected.is_set():
             message = await self.receive()
             if message["type"] == "http.disconnect":
                 self.disconnected.set()
-        scope.cancel()
 
     def mark_done(self) -> None:
         """The body has been read to its end (or the client left)."""
@@ -116,16 +116,23 @@ class _Body:
 
 
 class _HttpIO:
-    """The core's CallIO for one HTTP request."""
+    """The core's CallIO for one HTTP request.
+
+    The head is held until the call ends or for HOLD seconds after its first
+    output, whichever comes first: a short call's response then goes out
+    whole, with its X-Stack-Usage and a Content-Length.
+    """
 
     def __init__(self, send: Send, body: _Body, request_id: str, stream: bool,
-                 nursery: trio.Nursery) -> None:  # fmt: skip
+                 method: str) -> None:  # fmt: skip
         self._send = send
         self._body = body
         self._request_id = request_id
         self._stream = stream
-        self._nursery = nursery
+        self._method = method
         self._lock = trio.Lock()
+        self._flush_at = math.inf
+        self._waiting: trio.CancelScope | None = None
         self.head: Head | None = None
         self.started = False
         self.ended = False
@@ -148,7 +155,9 @@ class _HttpIO:
 
     async def send_head(self, head: Head) -> None:
         self.head = head
-        self._nursery.start_soon(self._flush_later)
+        self._flush_at = trio.current_time() + HOLD
+        if self._waiting is not None:
+            self._waiting.deadline = self._flush_at
 
     async def send_body(self, data: bytes) -> None:
         async with self._lock:
@@ -183,9 +192,24 @@ class _HttpIO:
         elif event.kind == "invalid":
             script_log.warning("[%s] control: %s", self._request_id, event.text)
 
-    async def _flush_later(self) -> None:
-        # Short calls end within the hold: their head then carries the usage.
-        await trio.sleep(HOLD)
+    async def watch(self, call: trio.CancelScope) -> None:
+        """The request's one helper task, beside its call.
+
+        Sends the held head when the hold is over, and cancels ``call`` when
+        the client goes away (known once the body is read). One task for
+        both: a task per request less, and no timer when the call ends
+        within its hold.
+        """
+        while not self._body.disconnected.is_set():
+            with trio.CancelScope(deadline=self._flush_at) as self._waiting:
+                await self._body.wait_disconnect()
+            self._waiting = None
+            if trio.current_time() >= self._flush_at:
+                self._flush_at = math.inf
+                await self._flush()
+        call.cancel()
+
+    async def _flush(self) -> None:
         async with self._lock:
             if not self.started:
                 await self._start(None)
@@ -215,10 +239,27 @@ class _HttpIO:
         """
         async with self._lock:
             if not self.started:
+                assert self.head is not None
+                if outcome.ok and self._method != "HEAD" and self.head.status not in (204, 304):
+                    await self._send_whole(outcome)
+                    return
                 await self._start(outcome)
             if not self.ended and outcome.ok:
                 self.ended = True
                 await self._send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def _send_whole(self, outcome: Outcome) -> None:
+        # The whole body is here: one body message with a Content-Length
+        # instead of chunks and a last empty one (a socket write less).
+        assert self.head is not None
+        body, self._buffer, self._buffered = b"".join(self._buffer), [], 0
+        headers = _head_headers(self.head, self._request_id, outcome)
+        headers.append((b"content-length", str(len(body)).encode()))
+        self.started = self.ended = True
+        await self._send(
+            {"type": "http.response.start", "status": self.head.status, "headers": headers}
+        )
+        await self._send({"type": "http.response.body", "body": body, "more_body": False})
 
 
 def _head_headers(
@@ -299,6 +340,7 @@ class StackApp:
         self.health = Health(engine)
         self.auth = Authenticator()
         self._pools: dict[str, str | None] = {}
+        self._limits: dict[str, tuple[Mapping[str, Any], Limits]] = {}
 
     def warm_pool(self, service: Service) -> str | None:
         """The key of ``service``'s warm pool, starting the pool on first use; None: cold."""
@@ -311,6 +353,14 @@ class StackApp:
             pool = self.engine.add_pool(key, invocation, size, limits) if size else None
             self._pools[key] = key if pool is not None else None
         return self._pools[key]
+
+    def _service_limits(self, service: Service) -> Limits:
+        """The limits of ``service``'s calls, worked out once per sidecar."""
+        cached = self._limits.get(service.name)
+        if cached is None or cached[0] is not service.limits:
+            cached = (service.limits, self.engine.limits_for(service.limits))
+            self._limits[service.name] = cached
+        return cached[1]
 
     @property
     def services(self) -> Services:
@@ -464,7 +514,7 @@ class StackApp:
         scope["stack.language"] = service.language.name
         info = _request_info(scope, root + script_name, path_info)
         principal: Principal | None = scope.get("stack.principal")
-        limits = self.engine.limits_for(service.limits).lowered_to(
+        limits = self._service_limits(service).lowered_to(
             principal.limits if principal is not None else None
         )
         length = info.header("content-length")
@@ -478,9 +528,13 @@ class StackApp:
         kind = hooklib.body_kind(info.header("content-type"))
         params = hooklib.parse_query(info.query_string)
         stdin = b""
-        if kind in ("json", "form"):
+        stream = kind == "raw" and _has_body(info)
+        if kind in ("json", "form") or (kind == "raw" and not stream):
+            # A request without a body is read now too (its one empty
+            # message): the call's stdin then closes at once.
             stdin = await body.read_all()
             body.mark_done()
+        if kind in ("json", "form"):
             extra = (
                 hooklib.parse_json_params(stdin) if kind == "json" else hooklib.parse_query(stdin)
             )
@@ -505,7 +559,8 @@ class StackApp:
                 stdin=stdin,
                 build=build,
             )
-            return await self._run(call, invocation, body, kind == "raw", send, request_id)
+            return await self._run(call, invocation, body, stream, send, request_id,
+                                   info.method)  # fmt: skip
 
     async def _build(self, call: Call, service: Service) -> Path:
         """Compile a service in a compiled language (cached after the first call).
@@ -543,12 +598,12 @@ class StackApp:
         return b"".join(raw)
 
     async def _run(self, call: Call, invocation: Invocation, body: _Body, stream: bool,
-                   send: Send, request_id: str) -> Outcome | None:  # fmt: skip
+                   send: Send, request_id: str, method: str) -> Outcome | None:  # fmt: skip
         async with trio.open_nursery() as nursery:
-            io = _HttpIO(send, body, request_id, stream, nursery)
+            io = _HttpIO(send, body, request_id, stream, method)
             outcome: Outcome | None = None
             with trio.CancelScope() as call_scope:
-                nursery.start_soon(body.watch_disconnect, call_scope)
+                nursery.start_soon(io.watch, call_scope)
                 outcome = await call.run(invocation, io)
             await _drain(body)
             if outcome is None:
@@ -610,6 +665,8 @@ async def _drain(body: _Body) -> None:
     A client that sends its whole body before reading the answer (most do)
     would otherwise wait forever for the server to take the rest.
     """
+    if body.done:
+        return
     with trio.move_on_after(30):
         try:
             while not body.done:
@@ -641,6 +698,14 @@ def _incoming_id(scope: Scope) -> str | None:
             if 0 < len(text) <= 64 and all(c.isalnum() or c in "-_." for c in text):
                 return text
     return None
+
+
+def _has_body(info: hooklib.RequestInfo) -> bool:
+    """Whether the request may have a body (HTTP/1 says so in its head)."""
+    if info.http_version not in ("1.0", "1.1"):
+        return True
+    length = info.header("content-length")
+    return info.header("transfer-encoding") is not None or (length is not None and length != "0")
 
 
 def _request_info(scope: Scope, script_name: str, path_info: str) -> hooklib.RequestInfo:

@@ -6,6 +6,7 @@ call's directory (the caller runs its ``feed`` in a worker thread).
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -324,10 +325,16 @@ def flatten(value: Any, prefix: str = "Hook") -> list[tuple[str, str]]:
     return out
 
 
+@functools.lru_cache(maxsize=1024)
+def _flat_key(key: str) -> str:
+    # The Hook's keys repeat from call to call (params, req, method, headers...).
+    return _FLAT_NAME.sub("_", key)
+
+
 def _flatten_into(out: list[tuple[str, str]], value: Any, name: str) -> None:
     if isinstance(value, dict):
         for key, item in value.items():
-            _flatten_into(out, item, f"{name}_{_FLAT_NAME.sub('_', str(key))}")
+            _flatten_into(out, item, f"{name}_{_flat_key(str(key))}")
     elif isinstance(value, list):
         for index, item in enumerate(value):
             _flatten_into(out, item, f"{name}_{index}")

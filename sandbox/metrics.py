@@ -16,6 +16,7 @@ stack_warm_pool_misses_total{language}               calls of a warm service tha
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -58,6 +59,7 @@ class Metrics:
         self.pool_misses = Counter("stack_warm_pool_misses",
                                    "Calls of a warm service that started cold", ["language"],
                                    registry=self.registry)  # fmt: skip
+        self._children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
         self._live: list[Callable[[], tuple[int, int, int, int]]] = []
         self._pools: list[Callable[[], list[tuple[str, int]]]] = []
         self.registry.register(_Live(self))
@@ -73,12 +75,21 @@ class Metrics:
     def record(self, door: str, language: str, reason: str, wall: float, bytes_in: int,
                bytes_out: int, spawn: float | None) -> None:  # fmt: skip
         """Count one finished call."""
-        self.calls.labels(door, language, reason).inc()
-        self.duration.labels(door, language).observe(wall)
+        key = (door, language, reason)
+        children = self._children.get(key)
+        if children is None:
+            # labels() checks and looks up its values each time: keep what it gives.
+            children = (self.calls.labels(door, language, reason),
+                        self.duration.labels(door, language))  # fmt: skip
+            self._children[key] = children
+        children[0].inc()
+        children[1].observe(wall)
         if reason in LIMIT_REASONS:
             self.limit_hits.labels(reason).inc()
-        self.bytes_in.inc(bytes_in)
-        self.bytes_out.inc(bytes_out)
+        if bytes_in:
+            self.bytes_in.inc(bytes_in)
+        if bytes_out:
+            self.bytes_out.inc(bytes_out)
         if spawn is not None:
             self.spawn.observe(spawn)
 

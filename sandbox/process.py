@@ -1,7 +1,8 @@
 """Runs one call's process: pumps its pipes, reads its control channel, ends it.
 
-One nursery per call: stdin pump, stdout pump, stderr pump, fd 3 reader,
-status reader and exit watcher, all under the call's wall timeout.
+One loop per call serves its stdout, stderr, fd 3 and status pipes and the
+launcher's exit, with a task beside it pumping stdin, all under the call's
+wall timeout.
 
 Cancellation (the client went away, the server stops) and every other way a
 call ends go through the same path: the launcher is asked to kill the whole
@@ -16,6 +17,7 @@ import fcntl
 import json
 import os
 import re
+import select
 import signal
 import time
 from collections.abc import Mapping, Sequence
@@ -299,6 +301,14 @@ def _pipe() -> tuple[int, int]:
 
 
 class _Call:
+    """One call's state while it runs: what its pipes said, and how it ended.
+
+    Its output pipes (stdout, stderr, fd 3, status) and the launcher's pidfd
+    are served by one loop, :meth:`pump`, over a private epoll set: the
+    event loop then watches one descriptor per call instead of six, and one
+    task, not one per pipe, runs for it.
+    """
+
     def __init__(self, spawn: Spawn, io: CallIO) -> None:
         self.spawn = spawn
         self.io = io
@@ -313,17 +323,25 @@ class _Call:
         self.bytes_err = 0
         self.stream: str | None = None
         self.stderr_tail = bytearray()
+        self.stderr_pending = b""
+        self.stderr_logged = 0
         self.status: dict[str, Any] | None = None
         self.status_buf = b""
         self.pid = -1
         self.exited = trio.Event()
         self.ctl_fd = -1
         self.ctl_eof = False
-        self.stdout_wait: trio.CancelScope | None = None
+        self.stdout_fd = -1
+        self.stderr_fd = -1
+        self.status_fd = -1
+        self.pidfd = -1
+        self.open: set[int] = set()  # output pipes not at their end yet
         self.reaper: int | None = None
         self.started_at = 0.0
         self.spawned_at: float | None = None
+        self.told_started = False
         self.preamble = b""
+        self.stdin_open = True
 
     # -- control channel ---------------------------------------------------
 
@@ -336,6 +354,7 @@ class _Call:
                 return
             if not data:
                 self.ctl_eof = True
+                self.open.discard(self.ctl_fd)
                 self._events(self.control.close())
                 return
             self._events(self.control.feed(data))
@@ -345,75 +364,106 @@ class _Call:
             if event.kind == "error" and self.reason is None:
                 self.reason = "error"
                 self.message = event.text
-            if event.kind == "end" and self.stdout_wait is not None:
-                self.stdout_wait.cancel()  # let the stdout pump end the body
             self.io.on_event(event)
 
-    async def read_control(self) -> None:
-        while not self.ctl_eof:
-            await trio.lowlevel.wait_readable(self.ctl_fd)
-            self.drain_control()
+    # -- the loop ----------------------------------------------------------
 
-    # -- pumps -------------------------------------------------------------
+    async def pump(self, poll: select.epoll, cancel: trio.CancelScope) -> None:
+        """Serve the pipes until each is at its end and the launcher has exited.
 
-    async def pump_stdin(self, stream: trio.lowlevel.FdStream, scope: trio.CancelScope) -> None:
-        with scope:
-            await self._pump_stdin(stream)
-
-    async def _pump_stdin(self, stream: trio.lowlevel.FdStream) -> None:
-        try:
-            if self.preamble:
-                await stream.send_all(self.preamble)
-            if self.spawn.stdin_data:
-                await stream.send_all(self.spawn.stdin_data)
-                self.bytes_in += len(self.spawn.stdin_data)
-            while True:
-                data = await self.io.receive_stdin()
-                if not data:
-                    break
-                await stream.send_all(data)
-                self.bytes_in += len(data)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass  # the script closed stdin or exited: the rest is not wanted
-        finally:
-            await stream.aclose()
-
-    async def pump_stdout(self, fd: int, cancel: trio.CancelScope) -> None:
-        """Forward stdout to the body until EOF; honour an ``end`` on fd 3.
-
-        An ``end`` message completes the body at once, after the stdout bytes
-        already written before it; later output is read and dropped.
+        Stdout goes to the body (an ``end`` on fd 3 completes it at once,
+        after the stdout bytes written before it; later output is read and
+        dropped), stderr to the log, fd 3 to the head, the status pipe to
+        the usage. ``cancel`` is cancelled at an output limit.
         """
-        while True:
+        while self.open or not self.exited.is_set():
             if self.control.ended and not self.body_ended:
                 # Everything written before ``end`` is in the pipe already.
-                while (data := self._read_now(fd)) is not None and data:
-                    if not await self._forward(data, cancel):
-                        return
+                if not await self._stdout_now(cancel):
+                    return
                 await self._end_explicitly()
-            with trio.CancelScope() as self.stdout_wait:
-                await trio.lowlevel.wait_readable(fd)
-            self.stdout_wait = None
-            data = self._read_now(fd)
-            if data is None:
+            ready = poll.poll(0)
+            if not ready:
+                await trio.lowlevel.wait_readable(poll.fileno())
                 continue
-            if not data:
-                break
-            if not self.body_ended and not await self._forward(data, cancel):
+            fds = {fd for fd, _ in ready}
+            # fd 3 first: what it says before stdout bytes shapes the head.
+            if self.ctl_fd in fds:
+                self.drain_control()
+            # Just after an ``end``, stdout is left to the top of the loop.
+            ending = self.control.ended and not self.body_ended
+            if self.stdout_fd in fds and not ending and not await self._read_stdout(cancel):
                 return
+            if self.stderr_fd in fds:
+                self._read_stderr(cancel)
+            if self.status_fd in fds:
+                self.read_status()
+            if self.pidfd in fds:
+                self._reap()
+            for fd in fds - self.open:
+                if fd != self.pidfd or self.exited.is_set():
+                    poll.unregister(fd)
+            if cancel.cancel_called:
+                return
+
+    def _reap(self) -> None:
+        """Reap the launcher if it has exited (non-blocking)."""
+        if self.exited.is_set():
+            return
+        try:
+            done = os.waitpid(self.pid, os.WNOHANG) != (0, 0)
+        except ChildProcessError:
+            done = True  # reaped already (a warm process checked before its call)
+        if done:
+            self.exited.set()
+
+    async def wait_exited(self) -> None:
+        """Wait for the launcher to exit and reap it."""
+        self._reap()
+        try:
+            while not self.exited.is_set():
+                await trio.lowlevel.wait_readable(self.pidfd)
+                self._reap()
+        finally:
+            trio.lowlevel.notify_closing(self.pidfd)
+
+    # -- stdout --------------------------------------------------------------
+
+    async def _read_stdout(self, cancel: trio.CancelScope) -> bool:
+        """One read of stdout; False when the output limit was hit."""
+        try:
+            data = os.read(self.stdout_fd, CHUNK)
+        except BlockingIOError:
+            return True
+        if not data:
+            self.open.discard(self.stdout_fd)
+            self._stdout_done()
+            return True
+        if self.body_ended:
+            return True  # after ``end``: read and dropped
+        return await self._forward(data, cancel)
+
+    async def _stdout_now(self, cancel: trio.CancelScope) -> bool:
+        """Forward all stdout already written; False when the output limit was hit."""
+        while self.stdout_fd in self.open:
+            try:
+                data = os.read(self.stdout_fd, CHUNK)
+            except BlockingIOError:
+                return True
+            if not data:
+                self.open.discard(self.stdout_fd)
+                self._stdout_done()
+                return True
+            if not await self._forward(data, cancel):
+                return False
+        return True
+
+    def _stdout_done(self) -> None:
         if self.cgi is not None and not self.cgi.done:
             try:
                 self.cgi.finish()
             except ValueError as exc:
                 self._cgi_failed(str(exc))
-
-    @staticmethod
-    def _read_now(fd: int) -> bytes | None:
-        """Bytes ready on ``fd``; b"" at EOF; None when nothing is ready."""
-        try:
-            return os.read(fd, CHUNK)
-        except BlockingIOError:
-            return None
 
     async def _forward(self, data: bytes, cancel: trio.CancelScope) -> bool:
         """Send stdout bytes on; False when the output limit was hit."""
@@ -466,56 +516,86 @@ class _Call:
             self.reason = "error"
             self.message = f"bad CGI response: {why}"
 
-    async def pump_stderr(self, stream: trio.lowlevel.FdStream, cancel: trio.CancelScope) -> None:
+    # -- stderr --------------------------------------------------------------
+
+    def _read_stderr(self, cancel: trio.CancelScope) -> None:
         """Keep stderr's tail, log its first lines, hand it raw to the front door.
 
         At most STDERR_LOG bytes of a call's stderr are logged (a flood must
         not flood the server's log); the rest is counted.
         """
-        pending = b""
-        logged = 0
+        try:
+            data = os.read(self.stderr_fd, CHUNK)
+        except BlockingIOError:
+            return
+        if not data:
+            self._stderr_done()
+            return
         limit = self.spawn.stderr_limit
-        while True:
-            data = await stream.receive_some(CHUNK)
-            if not data:
-                break
-            if limit is not None and self.bytes_err + len(data) > limit:
-                data = data[: limit - self.bytes_err]
-                self.reason = "output"
-                self.stream = "stderr"
-                self.message = f"the script wrote more than the stderr limit of {limit} bytes"
-                cancel.cancel()
-            self.bytes_err += len(data)
-            self.io.on_stderr(data)
-            self.stderr_tail += data
-            if len(self.stderr_tail) > STDERR_KEEP:
-                del self.stderr_tail[: len(self.stderr_tail) - STDERR_KEEP]
-            if logged >= STDERR_LOG:
-                continue
-            pending += data
+        if limit is not None and self.bytes_err + len(data) > limit:
+            data = data[: limit - self.bytes_err]
+            self.reason = "output"
+            self.stream = "stderr"
+            self.message = f"the script wrote more than the stderr limit of {limit} bytes"
+            cancel.cancel()
+        self.bytes_err += len(data)
+        self.io.on_stderr(data)
+        self.stderr_tail += data
+        if len(self.stderr_tail) > STDERR_KEEP:
+            del self.stderr_tail[: len(self.stderr_tail) - STDERR_KEEP]
+        if self.stderr_logged < STDERR_LOG:
+            pending = self.stderr_pending + data
             *lines, pending = pending.split(b"\n")
             if len(pending) > STDERR_KEEP:
                 lines.append(pending)
                 pending = b""
+            self.stderr_pending = pending
             for line in lines:
-                logged += len(line) + 1
+                self.stderr_logged += len(line) + 1
                 self.io.on_event(Event("stderr", line.decode("utf-8", "replace")))
-                if logged >= STDERR_LOG:
+                if self.stderr_logged >= STDERR_LOG:
                     break
-            if cancel.cancel_called:
-                break
-        if pending and logged < STDERR_LOG:
-            self.io.on_event(Event("stderr", pending.decode("utf-8", "replace")))
+        if cancel.cancel_called:
+            self._stderr_done()
+
+    def _stderr_done(self) -> None:
+        if self.stderr_fd not in self.open:
+            return
+        self.open.discard(self.stderr_fd)
+        logged = self.stderr_logged
+        if self.stderr_pending and logged < STDERR_LOG:
+            self.io.on_event(Event("stderr", self.stderr_pending.decode("utf-8", "replace")))
         if self.bytes_err > logged and logged >= STDERR_LOG:
             self.io.on_event(
                 Event("stderr", f"[stderr: {self.bytes_err - logged} more bytes not logged]")
             )
 
-    async def read_status(self, stream: trio.lowlevel.FdStream) -> None:
-        await self.read_reaper(stream)
-        while chunk := await stream.receive_some(CHUNK):
-            self.status_buf += chunk
-        self.parse_status()
+    # -- status ----------------------------------------------------------------
+
+    def read_status(self) -> None:
+        """The first status line names the reaper; the last one, at the end, the usage."""
+        try:
+            chunk = os.read(self.status_fd, CHUNK)
+        except BlockingIOError:
+            return
+        if not chunk:
+            self.open.discard(self.status_fd)
+            self.parse_status()
+            return
+        self.status_buf += chunk
+        if not self.told_started and b"\n" in self.status_buf:
+            self._tell_started()
+
+    def _tell_started(self) -> None:
+        self.told_started = True
+        if self.spawned_at is None:
+            self.spawned_at = time.monotonic()
+        first = self.status_buf.split(b"\n", 1)[0]
+        try:
+            self.reaper = int(json.loads(first).get("reaper", 0)) or None
+        except (ValueError, AttributeError, TypeError):
+            self.reaper = None
+        self.io.on_started(Running(self))
 
     def parse_status(self) -> None:
         status = None
@@ -528,25 +608,30 @@ class _Call:
                 status = parsed
         self.status = status
 
-    async def read_reaper(self, stream: trio.lowlevel.FdStream) -> None:
-        """The first status line names the reaper; then the rest is read."""
-        while b"\n" not in self.status_buf:
-            chunk = await stream.receive_some(CHUNK)
-            if not chunk:
-                return
-            self.status_buf += chunk
-        if self.spawned_at is None:
-            self.spawned_at = time.monotonic()
-        first = self.status_buf.split(b"\n", 1)[0]
-        try:
-            self.reaper = int(json.loads(first).get("reaper", 0)) or None
-        except (ValueError, AttributeError, TypeError):
-            self.reaper = None
-        self.io.on_started(Running(self))
+    # -- stdin -----------------------------------------------------------------
 
-    async def wait_exit(self) -> None:
-        await _wait_pid(self.pid)
-        self.exited.set()
+    async def pump_stdin(self, fd: int) -> None:
+        """Write the preamble, ``stdin_data``, then the front door's stdin; close it."""
+        try:
+            if self.preamble:
+                await _write_all(fd, self.preamble)
+            if self.spawn.stdin_data:
+                await _write_all(fd, self.spawn.stdin_data)
+                self.bytes_in += len(self.spawn.stdin_data)
+            while True:
+                data = await self.io.receive_stdin()
+                if not data:
+                    break
+                await _write_all(fd, data)
+                self.bytes_in += len(data)
+        except BrokenPipeError:
+            pass  # the script closed stdin or exited: the rest is not wanted
+        finally:
+            self.stdin_open = False
+            trio.lowlevel.notify_closing(fd)
+            os.close(fd)
+
+    # -- the end -----------------------------------------------------------------
 
     async def kill(self) -> None:
         """Ask the launcher to end the call; force it if it does not."""
@@ -557,13 +642,26 @@ class _Call:
         except ProcessLookupError:
             pass
         with trio.move_on_after(KILL_GRACE):
-            await self.exited.wait()
+            await self.wait_exited()
             return
         try:
             os.killpg(self.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-        await self.exited.wait()
+        await self.wait_exited()
+
+
+async def _write_all(fd: int, data: bytes) -> None:
+    """Write all of ``data`` to a non-blocking pipe."""
+    view = memoryview(data)
+    while view:
+        try:
+            written = os.write(fd, view)
+        except BlockingIOError:
+            await trio.lowlevel.wait_writable(fd)
+            continue
+        view = view[written:]
+    await trio.lowlevel.checkpoint()
 
 
 @dataclass
@@ -691,57 +789,65 @@ async def drive(started: Started, io: CallIO, spawn: Spawn | None = None,
     spawn = spawn or started.spawn
     call = _Call(spawn, io)
     call.pid = started.pid
-    call.ctl_fd = ctl_r = started.control
-    stdout_r = started.stdout
+    call.ctl_fd = started.control
+    call.stdout_fd = started.stdout
+    call.stderr_fd = started.stderr
+    call.status_fd = started.status
+    call.open = {started.stdout, started.stderr, started.control, started.status}
     if preamble:
         # A warm process: already running; the call starts now.
         started_at = call.started_at = call.spawned_at = time.monotonic()
     else:
         started_at = call.started_at = started.started_at
     call.preamble = preamble
-    stdin = trio.lowlevel.FdStream(started.stdin)
-    stderr = trio.lowlevel.FdStream(started.stderr)
-    status = trio.lowlevel.FdStream(started.status)
-    cancelled = False
+    stdin = started.stdin  # until the stdin task owns it
+    poll: select.epoll | None = None
+    cancelled = pumped = False
     try:
+        for fd in (started.stdin, started.stderr, started.status):
+            os.set_blocking(fd, False)
+        poll = select.epoll()
+        for fd in call.open:
+            poll.register(fd, select.EPOLLIN)
+        try:
+            call.pidfd = os.pidfd_open(call.pid)
+        except ProcessLookupError:
+            call.exited.set()  # reaped already (a warm process that died waiting)
+        else:
+            poll.register(call.pidfd, select.EPOLLIN)
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(call.wait_exit)
-            with trio.CancelScope() as scope:
-                if spawn.timeout is not None:
-                    scope.deadline = trio.current_time() + spawn.timeout
-                stdin_scope = trio.CancelScope()
-                async with trio.open_nursery() as pumps:
-                    pumps.start_soon(call.pump_stdin, stdin, stdin_scope)
-                    pumps.start_soon(call.read_control)
-                    pumps.start_soon(call.pump_stderr, stderr, scope)
-                    pumps.start_soon(call.read_status, status)
-
-                    async def outputs() -> None:
-                        await call.pump_stdout(stdout_r, scope)
-                        # The body is done; once the tree is dead nobody
-                        # reads stdin, and the other pipes reach their end.
-                        await call.exited.wait()
-                        stdin_scope.cancel()
-
-                    pumps.start_soon(outputs)
-            if scope.cancelled_caught and call.reason is None:
-                call.reason = "timeout"
-                call.message = f"the call ran over its wall-clock limit of {spawn.timeout:g} s"
+            # The nursery's scope is the call's wall-clock limit.
+            scope = nursery.cancel_scope
+            if spawn.timeout is not None:
+                scope.deadline = trio.current_time() + spawn.timeout
+            nursery.start_soon(call.pump_stdin, stdin)
+            stdin = -1
+            await call.pump(poll, scope)
+            pumped = True
+            if call.stdin_open:
+                scope.cancel()  # the tree is dead: nobody reads stdin
+        if scope.cancelled_caught and not pumped and call.reason is None:
+            call.reason = "timeout"
+            call.message = f"the call ran over its wall-clock limit of {spawn.timeout:g} s"
+        if not call.exited.is_set():
             with trio.CancelScope(shield=True):
                 await call.kill()
     except trio.Cancelled:
         cancelled = True
         raise
     finally:
-        with trio.CancelScope(shield=True):
-            if not call.exited.is_set():
-                await _force_reap(call)
-            # A last look: the status line and control messages left.
-            await _finish_reads(call, status)
-            for stream in (stdin, stderr, status):
-                await stream.aclose()
-            for fd in (ctl_r, stdout_r):
-                trio.lowlevel.notify_closing(fd)
+        # A last look: the status line and control messages left.
+        call.drain_control()
+        if not call.exited.is_set() or call.status_fd in call.open:
+            with trio.CancelScope(shield=True):
+                if not call.exited.is_set():
+                    await _force_reap(call)
+                await _finish_status(call)
+        # Only this task ever waited on these: no other to wake (notify_closing).
+        if poll is not None:
+            poll.close()
+        for fd in (stdin, call.pidfd, call.ctl_fd, call.stdout_fd, call.stderr_fd, call.status_fd):
+            if fd >= 0:
                 os.close(fd)
         if cancelled and call.reason is None:
             call.reason = "killed"
@@ -777,17 +883,15 @@ async def _force_reap(call: _Call) -> None:
     call.exited.set()
 
 
-async def _finish_reads(call: _Call, status: trio.lowlevel.FdStream) -> None:
-    call.drain_control()
-    if call.status is None:
-        # The tree is dead, so the status pipe is at its end or close to it.
-        with trio.move_on_after(0.5):
-            try:
-                while chunk := await status.receive_some(CHUNK):
-                    call.status_buf += chunk
-            except (trio.ClosedResourceError, trio.BusyResourceError):
-                pass
-        call.parse_status()
+async def _finish_status(call: _Call) -> None:
+    """Read the status pipe to its end: the tree is dead, so it is there or close."""
+    with trio.move_on_after(0.5):
+        while call.status_fd in call.open:
+            call.read_status()
+            if call.status_fd in call.open:
+                await trio.lowlevel.wait_readable(call.status_fd)
+    trio.lowlevel.notify_closing(call.status_fd)
+    call.parse_status()
 
 
 def _outcome(call: _Call, wall: float) -> Outcome:

@@ -4,7 +4,7 @@ Every test here serves a folder holding the hostile script(s), ``ok.sh``
 (sleeps 0.3 s, prints ``ok``: the healthy call run beside the hostile one)
 and ``ping.sh`` (the normal call made right after), on a real server whose
 engine the test can see, and checks on the way out that the call left
-nothing behind: no call directory under ``<engine.base>/calls``, no slot
+nothing behind: no call directory under ``engine.calls``, no slot
 held, no new file descriptor in the server (this) process. Autouse
 fixtures (here, for this suite's call uids, and in ``tests/conftest.py``)
 check that no process is left.
@@ -314,7 +314,7 @@ class Stack:
     @property
     def calls(self) -> Path:
         """Where the engine makes each call's private directory."""
-        return self.engine.base / "calls"
+        return self.engine.calls
 
     async def get(self, name: str, **kwargs: Any) -> httpx.Response:
         return await self.http.get(f"{self.url}/{name}", **kwargs)
