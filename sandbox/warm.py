@@ -202,6 +202,7 @@ class Pool:
         """Top the pool up, retire what idleness no longer needs, drop dead processes."""
         shrunk = False
         while True:
+            self._wake = trio.Event()  # before the work: a wake-up during it counts
             target = self.target()
             if target < self.size and not shrunk and len(self.held) > target:
                 log.info("warm pool %s: idle for %g s, shrinking to %d", self.key, self.idle,
@@ -217,7 +218,6 @@ class Pool:
                 if fresh is None:
                     break
                 self.held.append(fresh)
-            self._wake = trio.Event()
             # Look again soon while processes load (their readiness is
             # polled), else every CHECK_EVERY; after failures, back off so a
             # broken interpreter does not spin.
