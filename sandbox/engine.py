@@ -32,7 +32,7 @@ import trio
 
 from . import hook as hooklib
 from . import isolation, process
-from .errors import ConfigError, Overloaded, SpawnError
+from .errors import ConfigError, Overloaded, SpawnError, UnknownLanguage
 from .languages import Language, Registry
 from .launcher import launcher_path
 from .limits import Limits
@@ -382,7 +382,7 @@ class Engine:
         if pool is not None:
             while pool.held:
                 self.dispose_soon(pool.held.popleft())
-            pool.take()  # wake it
+            pool.wake()
 
     async def start_warm(self, pool: Pool) -> Waiting:
         """Start one process for ``pool``, waiting for its call.
@@ -763,6 +763,22 @@ def _copy_regular_files(source: Path, target: Path) -> None:
             os.chmod(target / entry.name, 0o755 if info.st_mode & 0o100 else 0o644)
 
 
+def _warm_by_name(warm: Mapping[str, int], registry: Registry) -> dict[str, int]:
+    """Warm pool sizes keyed by canonical language names (``py`` -> ``python``).
+
+    Raises:
+        ConfigError: a language that is not registered (a typo would
+            otherwise leave its services cold without a word).
+    """
+    sizes: dict[str, int] = {}
+    for key, size in warm.items():
+        try:
+            sizes[key if key == "*" else registry.get(key).name] = size
+        except UnknownLanguage as exc:
+            raise ConfigError(f"warm: {exc.message}") from None
+    return sizes
+
+
 def _with_prelude(lang: Language, prelude: PurePosixPath) -> Language:
     return dataclasses.replace(lang, prelude=Path(prelude))
 
@@ -869,6 +885,7 @@ async def open_engine(config: EngineConfig | None = None) -> AsyncIterator[Engin
     """
     config = config or EngineConfig()
     registry = await trio.to_thread.run_sync(Registry.load, config.language_dirs, config.path)
+    config = dataclasses.replace(config, warm=_warm_by_name(config.warm, registry))
     launcher = await trio.to_thread.run_sync(launcher_path)
 
     async def probe(lang: Language) -> None:

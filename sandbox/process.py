@@ -700,12 +700,10 @@ class Started:
 
     async def discard(self) -> None:
         """End it unused: the launcher kills its tree; reap it and close every pipe."""
-        call = _Call(self.spawn, CollectIO())
-        call.pid = self.pid
         try:
             if not self.reaped:
                 with trio.CancelScope(shield=True):
-                    await _force_reap(call)
+                    await _force_reap(self.pid)
                 self.reaped = True
         finally:
             for fd in self.fds():
@@ -841,7 +839,8 @@ async def drive(started: Started, io: CallIO, spawn: Spawn | None = None,
         if not call.exited.is_set() or call.status_fd in call.open:
             with trio.CancelScope(shield=True):
                 if not call.exited.is_set():
-                    await _force_reap(call)
+                    await _force_reap(call.pid)
+                    call.exited.set()
                 await _finish_status(call)
         # Only this task ever waited on these: no other to wake (notify_closing).
         if poll is not None:
@@ -866,21 +865,20 @@ async def _wait_pid(pid: int) -> None:
         os.close(pidfd)
 
 
-async def _force_reap(call: _Call) -> None:
-    """The call was cancelled before its exit was seen: end it and reap it."""
+async def _force_reap(pid: int) -> None:
+    """End a launcher whose exit was not seen (a cancelled or unused call) and reap it."""
     try:
-        os.kill(call.pid, signal.SIGTERM)
+        os.kill(pid, signal.SIGTERM)
     except ProcessLookupError:
         pass
     with trio.move_on_after(KILL_GRACE) as grace:
-        await _wait_pid(call.pid)
+        await _wait_pid(pid)
     if grace.cancelled_caught:
         try:
-            os.killpg(call.pid, signal.SIGKILL)
+            os.killpg(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-        await _wait_pid(call.pid)
-    call.exited.set()
+        await _wait_pid(pid)
 
 
 async def _finish_status(call: _Call) -> None:

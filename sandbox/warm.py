@@ -164,6 +164,10 @@ class Pool:
             self._wake.set()  # else the replacement starts when the call ends
         return found
 
+    def wake(self) -> None:
+        """Look at the pool now (it was emptied, or a call ended)."""
+        self._wake.set()
+
     def release(self) -> None:
         """A call that took a process has ended: start its replacement now.
 
@@ -172,7 +176,7 @@ class Pool:
         arrival instead (unless the pool ran dry: then at once).
         """
         self.serving -= 1
-        self._wake.set()
+        self.wake()
 
     def count(self, waiting: Waiting | None) -> None:
         """Record how a call was served: by ``waiting`` (ready or not), or cold (None)."""

@@ -21,16 +21,30 @@ from sandbox.services import load_sidecar
 from .conftest import need
 
 
-async def _metric(client: httpx.AsyncClient, url: str, name: str) -> float:
+async def _metric(client: httpx.AsyncClient, url: str, name: str,
+                  language: str = "python") -> float:  # fmt: skip
     text = (await client.get(f"{url}/metrics")).text
-    found = re.search(rf'^{name}{{language="python"}} ([0-9.]+)$', text, re.M)
+    found = re.search(rf'^{name}{{language="{language}"}} ([0-9.]+)$', text, re.M)
     return float(found.group(1)) if found else 0.0
 
 
-async def _until_ready(client: httpx.AsyncClient, url: str, size: int) -> None:
+async def _until_ready(client: httpx.AsyncClient, url: str, size: int,
+                       language: str = "python") -> None:  # fmt: skip
     with trio.fail_after(20):
-        while await _metric(client, url, "stack_warm_pool_size") < size:
+        while await _metric(client, url, "stack_warm_pool_size", language) < size:
             await trio.sleep(0.05)
+
+
+async def _post_three(client: httpx.AsyncClient, url: str) -> list[str]:
+    """Three POSTs with a 70,000-byte body, 0.3 s apart (the pool refills)."""
+    texts = []
+    for _ in range(3):
+        response = await client.post(
+            f"{url}/?name=Ann", content=b"y" * 70_000, headers={"content-type": "text/plain"}
+        )
+        texts.append(response.text)
+        await trio.sleep(0.3)
+    return texts
 
 
 LEAK = """\
@@ -178,6 +192,14 @@ async def test_languages_without_a_warm_prelude_start_cold(server, client, scrip
         assert "stack_warm_pool_size{" not in (await client.get(f"{url}/metrics")).text
 
 
+async def test_warm_languages_are_known_names_or_aliases():
+    async with open_engine(EngineConfig(isolate="none", warm={"py": 2, "*": 1})) as engine:
+        assert engine.config.warm == {"python": 2, "*": 1}
+    with pytest.raises(ConfigError, match="warm: unknown language 'pyhton'"):
+        async with open_engine(EngineConfig(isolate="none", warm={"pyhton": 2})):
+            pass
+
+
 def test_warm_settings_are_checked(tmp_path: Path):
     config = Config.from_mapping({"warm": {"python": 4}, "warm_idle": "2m"})
     assert config.engine.warm == {"python": 4}
@@ -209,18 +231,8 @@ async def test_node_warm_interpreters_get_their_call(server, client, script):
         "process.stdin.on('end', () => console.log(body.length));\n",
     )
     async with server(path, warm={"javascript": 2}) as url:
-        with trio.fail_after(20):
-            while "stack_warm_pool_size{language=\"javascript\"} 2.0" not in (
-                await client.get(f"{url}/metrics")
-            ).text:
-                await trio.sleep(0.05)
-        texts = []
-        for _ in range(3):
-            response = await client.post(
-                f"{url}/?name=Ann", content=b"y" * 70_000, headers={"content-type": "text/plain"}
-            )
-            texts.append(response.text)
-            await trio.sleep(0.3)
+        await _until_ready(client, url, 2, "javascript")
+        texts = await _post_three(client, url)
         metrics = (await client.get(f"{url}/metrics")).text
     assert texts == ["true POST undefined Ann 2\n70000\n"] * 3
     assert 'stack_warm_pool_hits_total{language="javascript"} 3.0' in metrics
@@ -269,18 +281,8 @@ async def test_php_warm_interpreters_get_their_call(server, client, script):
         "$GLOBALS['leak'] = 1;\n",
     )
     async with server(path, warm={"php": 2}) as url:
-        with trio.fail_after(20):
-            while 'stack_warm_pool_size{language="php"} 2.0' not in (
-                await client.get(f"{url}/metrics")
-            ).text:
-                await trio.sleep(0.05)
-        texts = []
-        for _ in range(3):
-            response = await client.post(
-                f"{url}/?name=Ann", content=b"y" * 70_000, headers={"content-type": "text/plain"}
-            )
-            texts.append(response.text)
-            await trio.sleep(0.3)
+        await _until_ready(client, url, 2, "php")
+        texts = await _post_three(client, url)
         metrics = (await client.get(f"{url}/metrics")).text
     assert texts == ["clean POST POST false Ann 1 70000\n"] * 3
     assert 'stack_warm_pool_hits_total{language="php"} 3.0' in metrics
