@@ -122,7 +122,7 @@ def parser() -> argparse.ArgumentParser:
                    help="stack's isolate modes (default none,bwrap; the first also runs the "
                    "memory, overload and profile phases)")  # fmt: skip
     p.add_argument("--warm", type=_count, default=4, metavar="N",
-                   help="the warm pool phase's pool size, for python and javascript "
+                   help="the warm pool phase's pool size, for python, javascript and bash "
                    "(default 4; 0: no warm pool phase)")  # fmt: skip
     p.add_argument("--warm-gap", type=_milliseconds, default=0.05, metavar="MS",
                    help="milliseconds between the warm pool phase's paced requests (default 50)")  # fmt: skip

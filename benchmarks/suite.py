@@ -3,8 +3,8 @@
 1-3. for each language and concurrency: the spawn floor, lighttpd + mod_cgi
    on the CGI scripts, and stack under each ``--isolate`` mode, one after
    the other (``run_matrix``);
-4. for python and javascript under each ``--isolate`` mode: stack with a warm
-   pool against stack without, paced, back to back and at c=8 (``run_warm``);
+4. for python, javascript (warm interpreters) and bash (a warm sandbox)
+   under each ``--isolate`` mode: stack with a warm pool against stack without, paced, back to back and at c=8 (``run_warm``);
 5. stack's RSS after two equal batches of calls;
 6. concurrency 256 against ``--max-running 16 --max-queue 64``;
 7. optionally, a py-spy profile of stack serving bash hello.
@@ -59,7 +59,9 @@ from .servers import (
 )
 
 TIMEOUT = 30.0  # per request: a slow language at c=64 on 2 cores stays well under it
-WARM_LANGUAGES = ("python", "javascript")  # stack's languages with a warm prelude
+# Languages of the warm pool phase: two with a warm prelude, one with the
+# exec stub (a warm sandbox, the interpreter started at the call).
+WARM_LANGUAGES = ("python", "javascript", "bash")
 WARM_FILL_TIMEOUT = 60.0  # the most seconds to wait for a pool to fill
 # A pool counts an interpreter as waiting once it is spawned, before it has
 # started up: give the last ones this long to reach their wait for a call.

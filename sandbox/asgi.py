@@ -175,6 +175,9 @@ class _HttpIO:
         async with self._lock:
             self.body_done = True
             if not self.started and self.head is not None:
+                if self._whole(self.head):
+                    await self._send_whole(None)  # one message, with a Content-Length
+                    return
                 await self._start(None)
             if self.started and not self.ended:
                 self.ended = True
@@ -240,7 +243,7 @@ class _HttpIO:
         async with self._lock:
             if not self.started:
                 assert self.head is not None
-                if outcome.ok and self._method != "HEAD" and self.head.status not in (204, 304):
+                if outcome.ok and self._whole(self.head):
                     await self._send_whole(outcome)
                     return
                 await self._start(outcome)
@@ -248,7 +251,11 @@ class _HttpIO:
                 self.ended = True
                 await self._send({"type": "http.response.body", "body": b"", "more_body": False})
 
-    async def _send_whole(self, outcome: Outcome) -> None:
+    def _whole(self, head: Head) -> bool:
+        """Whether the held body can go out as one message with a Content-Length."""
+        return self._method != "HEAD" and head.status not in (204, 304)
+
+    async def _send_whole(self, outcome: Outcome | None) -> None:
         # The whole body is here: one body message with a Content-Length
         # instead of chunks and a last empty one (a socket write less).
         assert self.head is not None

@@ -356,12 +356,13 @@ class Engine:
         lang = invocation.language
         if size < 1:
             return None
-        if not lang.warm:
-            log.info("warm pool %s: %s has no warm prelude; its calls start cold", key, lang.name)
+        if lang.compile:
+            log.info("warm pool %s: %s is compiled; its calls start cold", key, lang.name)
             return None
         if key in self._pools:
             raise ConfigError(f"a warm pool named {key!r} exists already")
-        log.info("warm pool %s: keeping %d %s interpreter(s) ready", key, size, lang.name)
+        what = "interpreter(s)" if lang.warm else "sandbox(es) (the interpreter starts at the call)"
+        log.info("warm pool %s: keeping %d %s %s ready", key, size, lang.name, what)
         if self._nursery is None:
             raise ConfigError("warm pools need an engine made by open_engine")
         pool = Pool(self, key, invocation, limits or self.config.limits, size,
@@ -399,14 +400,36 @@ class Engine:
             if not invocation.script.is_absolute():  # a file the call will write here
                 invocation = dataclasses.replace(invocation, script=workdir / invocation.script)
             spawn = call._spawn(invocation, pool.limits)
-            prefix = tuple(spawn.argv[:-1])  # up to the script, which the call names
+            if invocation.language.warm:  # the prelude waits: up to the script
+                prefix = tuple(spawn.argv[:-1])
+                argv = list(prefix)
+            else:  # the launcher's stub waits, in the sandbox: up to the program
+                prefix = tuple(spawn.argv[: spawn.program_at])
+                argv = self._exec_stub(list(prefix))
             env = {**spawn.env, "STACK_WARM": "1"}
-            started = process.start(dataclasses.replace(spawn, argv=prefix, env=env))
+            started = process.start(dataclasses.replace(spawn, argv=argv, env=env))
         except BaseException:
             with trio.CancelScope(shield=True):
                 await self._release(workdir, uid)
             raise
-        return Waiting(started, workdir, uid, prefix, pool)
+        return Waiting(started, workdir, uid, prefix, pool, stub=not invocation.language.warm)
+
+    def _exec_stub(self, launch: list[str]) -> list[str]:
+        """``launch`` (the launcher and bubblewrap options) running the launcher's exec stub.
+
+        The stub is a copy of the launcher in the engine's folder, where a
+        call's uid can run it (the launcher's cache may be private).
+        """
+        stub = self.base / "exec"
+        if not stub.exists():
+            shutil.copyfile(self.launcher, self.base / ".exec")
+            os.chmod(self.base / ".exec", 0o755)
+            os.replace(self.base / ".exec", stub)
+        if self.isolation != "bwrap":
+            return [*launch, str(stub), "-X"]
+        inside = str(isolation.SANDBOX_CODE / "exec")
+        assert launch[-1] == "--"  # bubblewrap's options end there
+        return [*launch[:-1], "--ro-bind", str(stub), inside, "--", inside, "-X"]
 
     async def dispose(self, waiting: Waiting) -> None:
         """End an unused warm process and free its directory and uid."""
@@ -498,11 +521,12 @@ class Call:
         spawn = self._spawn(invocation, limits or self.limits)
         warm, self.warm = self.warm, None
         if warm is not None:
-            script_at = len(spawn.argv) - len(invocation.args) - 1
-            if tuple(spawn.argv[:script_at]) == warm.prefix:
+            # The prelude takes the script and its arguments, the stub the whole program.
+            at = spawn.program_at if warm.stub else len(spawn.argv) - len(invocation.args) - 1
+            if tuple(spawn.argv[:at]) == warm.prefix:
                 warm.poll_ready()
                 self.count_warm(warm)
-                message = warm.message(spawn.argv[script_at:], spawn.env)
+                message = warm.message(spawn.argv[at:], spawn.env)
                 outcome = await process.drive(warm.started, io, spawn, preamble=message)
             else:  # other limits or another script than the pool's
                 await warm.started.discard()
@@ -651,6 +675,7 @@ class Call:
             cgi=inv.cgi,
             stdin_data=inv.stdin,
             exit_is_signal=bwrap,
+            program_at=len(launch),
         )
 
 

@@ -309,7 +309,7 @@ def add_pools(engine: Engine, output: int = DEFAULT_OUTPUT) -> None:
     limits = Limits(**{**engine.config.limits.to_json(), "output": output})
     for lang in engine.registry:
         size = engine.config.warm_size(lang.name)
-        if size and lang.warm and engine.registry.installed(lang).available:
+        if size and not lang.compile and engine.registry.installed(lang).available:
             template = Invocation(lang, Path(lang.entry_name()), door="execute")
             engine.add_pool(pool_key(lang), template, size, limits)
 

@@ -272,6 +272,8 @@ class Spawn:
         stdin_data: stdin to write before reading from the front door.
         exit_is_signal: an exit status above 128 means death by signal
             (status - 128), as bubblewrap reports it.
+        program_at: where the program's own command line starts in ``argv``
+            (after the launcher's and bubblewrap's options).
     """
 
     argv: Sequence[str]
@@ -284,6 +286,7 @@ class Spawn:
     cgi: bool = False
     stdin_data: bytes = b""
     exit_is_signal: bool = False
+    program_at: int = 0
 
 
 def _high_fd(fd: int) -> int:

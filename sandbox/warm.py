@@ -56,6 +56,9 @@ class Waiting:
         uid: its sandbox uid, also adopted.
         prefix: its command line, which a call's must start with.
         pool: the pool it came from.
+        stub: it is the launcher's exec stub (``stack-launch -X``) in the
+            call's sandbox, for a language without a warm prelude: the call
+            message names the whole program, which starts at the call.
     """
 
     started: process.Started
@@ -63,6 +66,7 @@ class Waiting:
     uid: int | None
     prefix: tuple[str, ...]
     pool: Pool
+    stub: bool = False
     ready: bool = False
 
     def poll_ready(self) -> bool:
@@ -77,8 +81,17 @@ class Waiting:
         return self.ready
 
     def message(self, argv: Sequence[str], env: Mapping[str, str]) -> bytes:
-        """The call message the prelude waits for: 8 hex digits of length, then JSON."""
-        body = json.dumps({"argv": list(argv), "env": dict(env)}).encode()
+        """The call message: 8 hex digits of length, then the body.
+
+        For a prelude, JSON ``{"argv": [SCRIPT, ARGS...], "env": {...}}``;
+        for the stub, NUL-terminated fields: the argument count, the program's
+        arguments, then ``NAME=VALUE`` entries.
+        """
+        if self.stub:
+            fields = [str(len(argv)), *argv, *(f"{name}={value}" for name, value in env.items())]
+            body = b"".join(os.fsencode(f) + b"\0" for f in fields)
+        else:
+            body = json.dumps({"argv": list(argv), "env": dict(env)}).encode()
         return b"%08x" % len(body) + body
 
 

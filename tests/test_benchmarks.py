@@ -45,7 +45,7 @@ def test_quick_run_prints_every_table() -> None:
     if find_lighttpd() is None:
         pytest.skip("lighttpd is not installed (apt-get install lighttpd): no baseline to compare")
     command = [sys.executable, "-m", "benchmarks", "--quick", "--languages", "bash"]
-    command += ["--concurrency", "1,4", "--isolate", "none", "--client", "builtin"]
+    command += ["--concurrency", "1,4", "--isolate", "none", "--client", "builtin", "--warm", "0"]
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     out = done.stdout
@@ -81,7 +81,7 @@ def test_quick_run_prints_every_table() -> None:
 
     assert "## Targets" in out
     assert "bash c=1 none: stack p50 − spawn floor p50 ≤ 1.5 ms" in out
-    # No python here, so no warm pool phase: its target says so.
+    # No warm pool phase (--warm 0): its target says so.
     assert "## Warm pool" not in out
     (warm_target,) = _rows(out, f"python c=1, {WARM_GOAL}")
     assert warm_target[1:] == ["-", "not measured (the warm pool phase did not run for python)"]

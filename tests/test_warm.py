@@ -185,11 +185,97 @@ async def test_a_call_with_other_limits_starts_cold_and_is_counted_a_miss(tmp_pa
         assert (pool.hits, pool.misses) == (1, 1)
 
 
-async def test_languages_without_a_warm_prelude_start_cold(server, client, script):
-    path = script("hi.sh", "echo hi\n")
+STUB_ECHO = """\
+echo "${0##*/} $# $REQUEST_METHOD $QUERY_STRING ${STACK_WARM-unset} $GREETING $Hook_params_name"
+ls -A "$TMPDIR" | grep -v '^[.]stack$' | tr '\\n' ' '
+touch "$TMPDIR/left-by-$$"
+wc -c
+"""
+
+
+@pytest.mark.parametrize("isolate", ["none", "bwrap"])
+async def test_languages_without_a_warm_prelude_get_a_warm_sandbox(
+    server, client, script, isolate
+):
+    # bash has no warm prelude: the launcher's stub waits in the sandbox, and
+    # the call message names the whole program, which starts at the call.
+    path = script("echo.sh", STUB_ECHO)
+    async with server(path, isolate=isolate, warm={"*": 2}, env={"GREETING": "hi"}) as url:
+        await _until_ready(client, url, 2, "bash")
+        texts = await _post_three(client, url)
+        hits = await _metric(client, url, "stack_warm_pool_hits_total", "bash")
+    # The call's own environment only (no STACK_WARM), a fresh directory each
+    # time (the previous call's file is not there), the whole body on stdin.
+    assert texts == ["echo.sh 0 POST name=Ann unset hi Ann\n70000\n"] * 3
+    assert hits == 3
+
+
+async def test_compiled_languages_start_cold(server, client, script):
+    need("cc")
+    path = script("hi.c", '#include <stdio.h>\nint main(void) { puts("hi"); return 0; }\n')
     async with server(path, warm={"*": 2}) as url:
         assert (await client.get(url)).text == "hi\n"
         assert "stack_warm_pool_size{" not in (await client.get(f"{url}/metrics")).text
+
+
+def _stub(message: bytes) -> tuple[int, bytes, bytes, bytes]:
+    """Run the launcher's exec stub with ``message`` on stdin: status, stdout, stderr, fd 3."""
+    import os
+    import subprocess
+
+    from sandbox.launcher import launcher_path
+
+    read3, write3 = os.pipe()
+    try:
+        proc = subprocess.run(
+            [str(launcher_path()), "-X"],
+            input=message,
+            capture_output=True,
+            env={"LEFT": "over"},
+            pass_fds=(3,),  # the control channel, as the launcher leaves it
+            preexec_fn=(lambda: os.dup2(write3, 3)) if write3 != 3 else None,
+            timeout=10,
+            check=False,
+        )
+    finally:
+        os.close(write3)
+        said = os.read(read3, 4096)
+        os.close(read3)
+    return proc.returncode, proc.stdout, proc.stderr, said
+
+
+def _frame(fields: list[str]) -> bytes:
+    body = b"".join(f.encode() + b"\0" for f in fields)
+    return b"%08x" % len(body) + body
+
+
+def test_the_exec_stub_runs_exactly_its_message_and_leaves_stdin_to_the_call():
+    code = 'printf "[%s]" "$@"; echo " $A|${LEFT-none}|$(cat)"'
+    message = _frame(["6", "/bin/sh", "-c", code, "sh", "two words", "", "A=b=c"])
+    status, out, err, said = _stub(message + b"the body")
+    assert (status, err) == (0, b""), err
+    assert said == b'{"type":"ready"}\n'
+    # Arguments as given (spaces, an empty one), only the message's
+    # environment, and the bytes after the message on stdin.
+    assert out == b"[two words][] b=c|none|the body\n"
+
+
+@pytest.mark.parametrize(
+    ("message", "status", "error"),
+    [
+        (b"", 0, b""),  # retired before any call: a quiet exit
+        (b"0000", 0, b""),
+        (b"zzzzzzzz", 125, b"bad call message"),
+        (b"00000004abc\0", 125, b"bad call message"),  # not a count
+        (_frame(["3", "/bin/true"]), 125, b"bad call message"),  # fewer arguments than counted
+        (b"00000008" + b"1\0/bin/tr", 125, b"bad call message"),  # not NUL-terminated
+        (_frame(["1", "/no/such/program"]), 127, b"cannot run /no/such/program"),
+    ],
+)
+def test_the_exec_stub_rejects_a_bad_message(message, status, error):
+    got, _, err, _ = _stub(message)
+    assert got == status, err
+    assert error in err
 
 
 async def test_warm_languages_are_known_names_or_aliases():

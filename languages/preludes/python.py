@@ -57,23 +57,30 @@ def _probe_control():
 _control = _probe_control()
 
 
-def _parse_json(text):
+def _make_scanner():
     try:
         from _json import make_scanner
     except ImportError:  # not CPython
-        make_scanner = None
-    if make_scanner is not None:
+        return None
 
-        class Context:
-            strict = True
-            object_hook = object_pairs_hook = None
-            parse_float = parse_constant = float
-            parse_int = int
-            memo = {}
+    class Context:
+        strict = True
+        object_hook = object_pairs_hook = None
+        parse_float = parse_constant = float
+        parse_int = int
+        memo = {}
 
+    return make_scanner(Context())
+
+
+_scanner = _make_scanner()
+
+
+def _parse_json(text):
+    if _scanner is not None:
         text = text.strip()
         try:
-            value, end = make_scanner(Context())(text, 0)
+            value, end = _scanner(text, 0)
         except StopIteration:
             end = -1
         if end == len(text):
@@ -236,8 +243,13 @@ def _await_call():
 
     _send({"type": "ready"})  # loaded: the pool counts it as ready
     message = _parse_json(_read_exactly(int(_read_exactly(8), 16)).decode("utf-8"))
-    os.environ.clear()
-    os.environ.update(message["env"])
+    env = message["env"]
+    # Most of the call's environment is the pool's already: change only the rest.
+    for name in [name for name in os.environ if name not in env]:
+        del os.environ[name]
+    for name, value in env.items():
+        if os.environ.get(name) != value:
+            os.environ[name] = value
     sys.argv[1:] = message["argv"]
 
 
