@@ -11,7 +11,9 @@ if { true >&3; } 2>/dev/null; then __stack_ctl=1; else __stack_ctl=0; fi
 if [[ -n ${STACK_HOOK_FLAT-} ]]; then
     while IFS= read -r -d '' __stack_k && IFS= read -r -d '' __stack_v; do
         # Only Hook_* names: a crafted name can neither run code nor replace PATH.
-        [[ $__stack_k =~ ^Hook_[A-Za-z0-9_]*$ ]] && printf -v "$__stack_k" '%s' "$__stack_v"
+        # (A pattern, not a regex: bash compiles a regex on every test.)
+        [[ $__stack_k == Hook_* && $__stack_k != *[!A-Za-z0-9_]* ]] &&
+            printf -v "$__stack_k" '%s' "$__stack_v"
     done <"$STACK_HOOK_FLAT"
     unset __stack_k __stack_v
 fi
