@@ -493,8 +493,9 @@ def test_flat_names_other_than_hook_are_ignored(lang: str, tmp_path: Path) -> No
 
 
 def expected_control(lang: str) -> list[dict[str, Any]]:
-    """What the control script sends; Python's prelude ends the response when the script returns."""
-    return EXPECTED_CONTROL + ([END] if lang == "python" else [])
+    """What the control script sends; Python's and Node's preludes end the response when
+    the script is done (returned; an empty event loop)."""
+    return EXPECTED_CONTROL + ([END] if lang in ("python", "javascript") else [])
 
 
 @pytest.mark.parametrize("lang", LANGUAGE_NAMES)

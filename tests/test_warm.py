@@ -356,6 +356,46 @@ async def test_python_output_after_the_script_returns_is_kept(server, client, sc
     assert response.text == "hi\nbye\n"
 
 
+async def test_node_responds_when_its_event_loop_is_empty(server, client, script):
+    need("node")
+    path = script("done.js", "console.log('done')\n")
+    async with server(path) as url:
+        responses = [await client.get(url) for _ in range(5)]
+    assert [r.text for r in responses] == ["done\n"] * 5
+    # Ended by the prelude before node's teardown (about 5 ms) was over: no
+    # usage header then, as it is known only when the process has exited.
+    assert any("x-stack-usage" not in r.headers for r in responses)
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "process.on('exit', () => { require('fs').writeSync(1, 'bye\\n') })\nconsole.log('hi')\n",
+        "process.on('beforeExit', () => { if (!globalThis.once) { globalThis.once = 1; "
+        "setTimeout(() => console.log('bye'), 200) } })\nconsole.log('hi')\n",
+    ],
+    ids=["exit-listener", "beforeExit-listener"],
+)
+async def test_node_output_after_its_event_loop_empties_is_kept(server, client, script, code):
+    need("node")
+    path = script("later.js", code)
+    async with server(path) as url:
+        response = await client.get(url)
+    assert response.text == "hi\nbye\n"
+
+
+async def test_node_exit_code_set_by_the_script_still_fails_the_call(server, client, script):
+    need("node")
+    path = script("code.js", "console.log('hi')\nprocess.exitCode = 3\n")
+    async with server(path) as url:
+        try:
+            response: httpx.Response | None = await client.get(url)
+        except httpx.RemoteProtocolError:
+            response = None  # the body had started: the response is aborted
+    # Not a complete 200: the prelude did not end the response early.
+    assert response is None or response.status_code == 500, response.text
+
+
 async def test_php_warm_interpreters_get_their_call(server, client, script):
     need("php")
     path = script(
