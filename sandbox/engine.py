@@ -599,8 +599,11 @@ class Call:
             _write_meta(meta, "hook.flat", hooklib.encode_flat(flat))
             env["STACK_HOOK"] = str(view_meta / "hook.json")
             env["STACK_HOOK_FLAT"] = str(view_meta / "hook.flat")
-            if lang.hook_env:
+            if lang.hook_env == "fit":
                 env.update(hooklib.flat_env(flat))
+            elif lang.hook_env == "whole" and (whole := hooklib.whole_flat_env(flat)) is not None:
+                env.update(whole)
+                env["STACK_HOOK_ENV"] = "1"  # all of them: the prelude need not read the file
 
         binds: list[tuple[Path, PurePosixPath]] = []
         if inv.code_dir is not None:

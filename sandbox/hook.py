@@ -10,7 +10,7 @@ import functools
 import json
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -375,6 +375,13 @@ def flat_env(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
             break
         env[name] = value
     return env
+
+
+def whole_flat_env(pairs: Sequence[tuple[str, str]]) -> dict[str, str] | None:
+    """All the flattened variables, or None when they do not all fit in an environment."""
+    if sum(len(name) + len(value) + 2 for name, value in pairs) > MAX_FLAT_ENV:
+        return None
+    return dict(pairs)
 
 
 def cgi_environ(info: RequestInfo, *, request_id: str, software: str) -> dict[str, str]:

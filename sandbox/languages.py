@@ -45,7 +45,11 @@ class Language:
         prelude: absolute path of the prelude file, if any.
         memory_limit: ``"as"`` or ``"data"``: which rlimit caps memory.
         env: extra environment for every call.
-        hook_env: also export the flattened ``Hook_*`` variables in the environment.
+        hook_env: also export the flattened ``Hook_*`` variables in the
+            environment: ``"fit"`` as many as fit (a shell that cannot read
+            the flat file), ``"whole"`` all of them when they fit, and then
+            ``STACK_HOOK_ENV=1`` (the prelude can skip reading the file),
+            ``""`` never. YAML ``true`` means ``"fit"``.
         compile: argv template of the compile step (``{files}``, ``{build}``...),
             empty for interpreted languages.
         entry: the entry file's name when a request does not give one
@@ -67,7 +71,7 @@ class Language:
     prelude: Path | None = None
     memory_limit: str = "as"
     env: Mapping[str, str] = field(default_factory=dict)
-    hook_env: bool = False
+    hook_env: str = ""
     description: str = ""
     compile: tuple[str, ...] = ()
     entry: str = ""
@@ -133,7 +137,7 @@ class Language:
             prelude=prelude_path,
             memory_limit=str(data.get("memory_limit", "as")),
             env={str(k): str(v) for k, v in env.items()},
-            hook_env=bool(data.get("hook_env", False)),
+            hook_env=_hook_env(data.get("hook_env", False), source),
             description=str(data.get("description", "")),
             compile=strings("compile"),
             entry=str(data.get("entry", "")),
@@ -372,3 +376,13 @@ def probe(lang: Language, search_path: str | None = None) -> Installed:
         except (OSError, subprocess.TimeoutExpired):
             version = None
     return Installed(lang, path, version)
+
+
+def _hook_env(value: object, source: Path | None) -> str:
+    if value is True:
+        return "fit"
+    if value is False or value is None:
+        return ""
+    if value in ("fit", "whole"):
+        return str(value)
+    raise ConfigError(f"{source}: hook_env must be true, false, 'fit' or 'whole', not {value!r}")

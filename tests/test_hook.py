@@ -27,6 +27,7 @@ from sandbox.hook import (
     parse_json_params,
     parse_query,
     safe_filename,
+    whole_flat_env,
 )
 
 VIEW = PurePosixPath("/tmp/call/uploads")
@@ -548,3 +549,9 @@ def test_cgi_environ_header_names_become_variable_names() -> None:
     env = cgi_environ(info, request_id="r", software="s")
     assert env["HTTP_X_MY_HEADER"] == "1"
     assert env["HTTP_ACCEPT_LANGUAGE"] == "de"
+
+
+def test_whole_flat_env_is_all_or_nothing() -> None:
+    small = [("Hook_a", "1"), ("Hook_b", "2")]
+    assert whole_flat_env(small) == {"Hook_a": "1", "Hook_b": "2"}
+    assert whole_flat_env([*small, ("Hook_big", "x" * MAX_FLAT_ENV)]) is None

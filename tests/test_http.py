@@ -167,8 +167,32 @@ async def test_param_is_never_evaluated(server, client, script, tmp_path):
     path = script("hi.sh", 'echo "Hello, $Hook_params_name"\n')
     async with server(path) as url:
         response = await client.get(url, params={"name": f"$(touch {pwned})`touch {pwned}`"})
+        # Through bash's environment too: a function-looking value stays a string.
+        shellshock = await client.get(url, params={"name": f"() {{ :; }}; touch {pwned}"})
     assert response.text == f"Hello, $(touch {pwned})`touch {pwned}`\n"
+    assert shellshock.text == f"Hello, () {{ :; }}; touch {pwned}\n"
     assert not pwned.exists()
+
+
+async def test_bash_gets_every_param_small_or_too_large_for_the_environment(
+    server, client, script
+):
+    # Small requests reach bash through its environment, large ones (over
+    # what an environment holds) through the flat file: the script sees the
+    # same, and its children inherit neither.
+    path = script(
+        "sizes.sh",
+        'echo "${#Hook_params_big} $Hook_params_name ${STACK_HOOK_ENV-unset}"\n'
+        "bash -c 'echo \"${Hook_params_name-unset}\"'\n"
+        # bash's own starting environment (awk's parent, by its pid in /proc).
+        "pid=$(awk '{print $4}' /proc/self/stat)\n"
+        "tr '\\0' '\\n' < /proc/$pid/environ | grep -c '^Hook_params_name=Ann$' || true\n",
+    )
+    async with server(path) as url:
+        small = await client.post(url, json={"big": "x" * 100, "name": "Ann"})
+        large = await client.post(url, json={"big": "y" * 200_000, "name": "Ann"})
+    assert small.text == "100 Ann unset\nunset\n1\n"  # imported from the environment
+    assert large.text == "200000 Ann unset\nunset\n0\n"  # read from the flat file
 
 
 async def test_fd3_shapes_the_response(server, client, script):

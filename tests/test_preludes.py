@@ -155,8 +155,15 @@ class Language:
             )
             environ["STACK_HOOK"] = str(tmp / "hook.json")
             environ["STACK_HOOK_FLAT"] = str(tmp / "hook.flat")
-            if self.spec.get("hook_env"):
+            # As the engine does: "fit" (or true) exports what fits; "whole"
+            # exports all and says so, unless crafted names must go through
+            # the file (the path of requests too large for the environment).
+            hook_env = self.spec.get("hook_env")
+            if hook_env is True or hook_env == "fit":
                 environ.update(flatten(hook))
+            elif hook_env == "whole" and not flat_extra:
+                environ.update(flatten(hook))
+                environ["STACK_HOOK_ENV"] = "1"
         command = self.command(script, *args)
         if control is None:
             # close_fds (the default) leaves fd 3 unopened in the child.
@@ -393,7 +400,7 @@ def test_registry_entry_is_complete(name: str) -> None:
     assert all(ext.startswith(".") for ext in spec["extensions"])
     assert spec["memory_limit"] in ("as", "data")
     assert all(isinstance(k, str) and isinstance(v, str) for k, v in spec["env"].items())
-    assert isinstance(spec.get("hook_env", False), bool)
+    assert spec.get("hook_env", False) in (True, False, "fit", "whole")
     assert (PRELUDES / spec["prelude"]).is_file()
     for key in ("version", "run", "inline"):
         assert all(isinstance(item, str) for item in spec[key])
@@ -881,3 +888,22 @@ def test_stream_example(tmp_path: Path) -> None:
     script = tmp_path / "stream.py"
     shutil.copy(EXAMPLES / script.name, script)
     assert_streams(language_for(script), script)
+
+
+@pytest.mark.parametrize("path", ["environment", "flat file"])
+def test_bash_hook_variables_are_not_exported_to_child_processes(path: str, tmp_path: Path) -> None:
+    # Either way the Hook arrives (bash imports the environment when it all
+    # fits; the flat file otherwise), the script's children do not inherit it.
+    script = tmp_path / "kids.sh"
+    script.write_text(
+        'echo "$Hook_params_name ${STACK_HOOK_ENV-unset}"\n'
+        "bash -c 'echo \"${Hook_params_name-unset}\"'\n"
+        "tr '\\0' '\\n' < /proc/$$/environ | grep -c '^Hook_' || true\n"
+    )
+    extra = [("Hook_extra", "x")] if path == "flat file" else []
+    result = language("bash").run(script, hook=make_hook({"name": "Bob"}), flat_extra=extra)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[:2] == ["Bob unset", "unset"]
+    # Imported from the environment (faster than reading the file) or not.
+    assert (int(lines[2]) > 0) == (path == "environment")

@@ -1,14 +1,23 @@
 # stack prelude for bash: bash bash.bash SCRIPT [ARGS...]
 #
-# Sets the Hook_* variables from $STACK_HOOK_FLAT (name\0value\0 pairs) with
-# printf -v, never eval, so request data stays data. Defines stack_status and
+# Sets the Hook_* variables: from the environment when the engine put them all
+# there (STACK_HOOK_ENV=1, the usual case: bash imports them itself), else
+# from $STACK_HOOK_FLAT (name\0value\0 pairs) with printf -v, never eval, so
+# request data stays data. Defines stack_status and
 # stack_header (fd 3 control messages), then sources SCRIPT in this shell.
 
 # Probe fd 3 before anything else opens a file: without it (a script run by
 # hand) control messages are dropped.
 if { true >&3; } 2>/dev/null; then __stack_ctl=1; else __stack_ctl=0; fi
 
-if [[ -n ${STACK_HOOK_FLAT-} ]]; then
+if [[ ${STACK_HOOK_ENV-} == 1 ]]; then
+    # The engine exported every Hook_* variable (they fit in the environment):
+    # keep them as shell variables only, as if read from the file, so that the
+    # script's child processes do not inherit request data.
+    __stack_k=("${!Hook_@}")
+    ((${#__stack_k[@]})) && export -n "${__stack_k[@]}"
+    unset STACK_HOOK_ENV __stack_k
+elif [[ -n ${STACK_HOOK_FLAT-} ]]; then
     while IFS= read -r -d '' __stack_k && IFS= read -r -d '' __stack_v; do
         # Only Hook_* names: a crafted name can neither run code nor replace PATH.
         # (A pattern, not a regex: bash compiles a regex on every test.)
