@@ -174,6 +174,7 @@ class Engine:
         self.base = base
         self.calls = calls or base / "calls"
         self.root = os.geteuid() == 0
+        self.dev: Path | None = None  # under bwrap, a prepared /dev (isolation.prepare_dev)
         self._slots = trio.Semaphore(config.max_running)
         self._queued = 0
         self._running = 0
@@ -665,8 +666,9 @@ class Call:
                 raise SpawnError("bubblewrap is not installed: apt-get install bubblewrap")
             network = engine.config.network if inv.network is None else inv.network
             launch += isolation.bwrap_argv(
-                engine.bwrap, workdir=self.workdir, binds=binds, network=network, uid=self.uid
-            )
+                engine.bwrap, workdir=self.workdir, binds=binds, network=network, uid=self.uid,
+                dev=engine.dev,
+            )  # fmt: skip
         return process.Spawn(
             argv=launch + argv,
             env=env,
@@ -903,6 +905,20 @@ def _remove_tree(path: Path) -> None:
         shutil.rmtree(path, onerror=retry)
 
 
+def _prepared_dev(bwrap: str, base: Path, config: EngineConfig, launcher: Path) -> Path | None:
+    """A /dev bound in one mount (see isolation.prepare_dev), if it works here (blocking)."""
+    dev = isolation.prepare_dev(base)
+    if dev is None:
+        return None
+    uid = config.uid_base if os.geteuid() == 0 else None
+    why = isolation.check_bwrap(bwrap, uid, launcher, dev)
+    if why is not None:
+        log.info("isolation: a prepared /dev does not work here (%s); using bwrap's --dev", why)
+        shutil.rmtree(dev, ignore_errors=True)
+        return None
+    return dev
+
+
 @asynccontextmanager
 async def open_engine(config: EngineConfig | None = None) -> AsyncIterator[Engine]:
     """Start the core: build the launcher, probe interpreters, check isolation.
@@ -960,6 +976,8 @@ async def open_engine(config: EngineConfig | None = None) -> AsyncIterator[Engin
     try:
         engine = Engine(config, registry, launcher=launcher, isolation_mode=mode, bwrap=bwrap,
                         base=base, calls=calls)  # fmt: skip
+        if mode == "bwrap" and bwrap is not None:
+            engine.dev = await trio.to_thread.run_sync(_prepared_dev, bwrap, base, config, launcher)
         try:
             async with trio.open_nursery() as nursery:  # the warm pools' tasks
                 engine._nursery = nursery

@@ -82,6 +82,7 @@ class Health:
                     engine.bwrap,
                     engine.config.uid_base if engine.root else None,
                     engine.launcher,
+                    engine.dev,
                 )
             )
             self._bwrap = (now, problem)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import subprocess
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -78,6 +79,7 @@ def bwrap_argv(
     network: bool = False,
     extra_ro: Iterable[str] = (),
     uid: int | None = None,
+    dev: Path | None = None,
 ) -> list[str]:
     """The bubblewrap command line for one call, up to and including ``--``.
 
@@ -95,6 +97,9 @@ def bwrap_argv(
         extra_ro: more host paths bound read-only at the same place.
         uid: the call's uid, also its gid and with no other group (the server
             is root), or None when calls run as the server's own user.
+        dev: a /dev made by :func:`prepare_dev`, bound as one mount (with a
+            tmpfs of the call's own at /dev/shm), or None for bubblewrap's
+            ``--dev``.
     """
     argv = [
         bwrap,
@@ -120,7 +125,7 @@ def bwrap_argv(
             argv += ["--ro-bind", path, path]
     argv += [
         "--proc", "/proc",
-        "--dev", "/dev",
+        *(["--dev-bind", str(dev), "/dev", "--tmpfs", "/dev/shm"] if dev else ["--dev", "/dev"]),
         "--tmpfs", "/run",
         "--tmpfs", "/var",
         "--bind", str(workdir), str(SANDBOX_HOME),
@@ -147,20 +152,58 @@ def _readable(path: str, uid: int | None) -> bool:
     return bool(st.st_mode & 0o004)
 
 
+# The device nodes of bubblewrap's --dev, with their numbers, and its links.
+_DEVICES = {"null": (1, 3), "zero": (1, 5), "full": (1, 7), "random": (1, 8),
+            "urandom": (1, 9), "tty": (5, 0)}  # fmt: skip
+_DEV_LINKS = {"fd": "/proc/self/fd", "stdin": "/proc/self/fd/0", "stdout": "/proc/self/fd/1",
+              "stderr": "/proc/self/fd/2", "core": "/proc/kcore"}  # fmt: skip
+
+
+def prepare_dev(base: Path) -> Path | None:
+    """Make a /dev for bubblewrap to bind in one mount; None where it cannot be made.
+
+    bubblewrap's ``--dev`` builds a tmpfs with six device binds and a devpts
+    per call, about 1.5 ms (it re-reads the mount table after each bind);
+    one bind of this folder costs a fraction of that. It holds the same
+    device nodes and links, an empty ``shm`` for the call's own tmpfs and
+    no pseudo-terminals. Root-owned and read-only to calls; needs root (to
+    make device nodes) and a filesystem that allows them (blocking).
+    """
+    if os.geteuid() != 0:
+        return None
+    dev = base / "dev"
+    try:
+        dev.mkdir(mode=0o755)
+        for name, (major, minor) in _DEVICES.items():
+            os.mknod(dev / name, 0o666 | stat.S_IFCHR, os.makedev(major, minor))
+            os.chmod(dev / name, 0o666)  # past the umask
+        for name, target in _DEV_LINKS.items():
+            os.symlink(target, dev / name)
+        (dev / "shm").mkdir(mode=0o755)
+        with open(dev / "null", "wb") as null:  # a nodev filesystem refuses this
+            null.write(b"")
+    except OSError:
+        shutil.rmtree(dev, ignore_errors=True)
+        return None
+    return dev
+
+
 def find_bwrap() -> str | None:
     """The bwrap executable, or None."""
     return shutil.which("bwrap", path="/usr/local/bin:/usr/bin:/bin")
 
 
-def check_bwrap(bwrap: str, uid: int | None, launcher: Path | None = None) -> str | None:
-    """Run ``true`` under bubblewrap as ``uid``; None if it works, else why not (blocking).
+def check_bwrap(bwrap: str, uid: int | None, launcher: Path | None = None,
+                dev: Path | None = None) -> str | None:  # fmt: skip
+    """Run a probe under bubblewrap as ``uid``; None if it works, else why not (blocking).
 
     With ``launcher``, the probe runs through it as a call does, so
-    bubblewrap's processes are reaped and none is left behind.
+    bubblewrap's processes are reaped and none is left behind. With
+    ``dev`` (see :func:`prepare_dev`), the probe also writes to /dev/null.
     """
     root = uid is not None and os.geteuid() == 0
-    inner = bwrap_argv(bwrap, workdir=Path("/tmp"), binds=[], uid=uid if root else None)
-    argv = [*inner, "/bin/true"]
+    inner = bwrap_argv(bwrap, workdir=Path("/tmp"), binds=[], uid=uid if root else None, dev=dev)
+    argv = [*inner, "/bin/sh", "-c", ": >/dev/null"]
     if launcher is not None:
         ids = ["-u", str(uid), "-g", str(uid)] if root else []
         argv = [str(launcher), "-n", *ids, "--", *argv]

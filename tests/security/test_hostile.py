@@ -431,6 +431,35 @@ async def test_writing_outside_the_call_directory(stack, services, isolate):
             path.unlink(missing_ok=True)
 
 
+async def test_dev_holds_only_the_basic_devices(stack, services):
+    folder = services(
+        {
+            "dev.sh": (
+                "ls -A /dev | tr '\\n' ' '; echo\n"
+                "echo x >/dev/null && echo null-writable\n"
+                "test $(head -c 16 /dev/urandom | wc -c) = 16 && echo urandom-readable\n"
+                "touch /dev/pwned 2>/dev/null && echo dev-writable || echo dev-read-only\n"
+                "mknod /tmp/mem c 1 1 2>/dev/null && echo mknod-allowed || echo mknod-denied\n"
+                "echo s >/dev/shm/f && echo shm-writable\n"
+            )
+        }
+    )
+    async with stack(folder, isolate="bwrap") as s:
+        response = await s.get("dev.sh")
+        prepared = s.engine.dev is not None
+    assert response.status_code == 200, response.text
+    listed, *rest = response.text.splitlines()
+    basic = {"null", "zero", "full", "random", "urandom", "tty", "shm", "fd", "stdin", "stdout",
+             "stderr", "core"}  # fmt: skip
+    if prepared:  # the server's prepared folder: exactly these, no pseudo-terminals
+        assert set(listed.split()) == basic
+    else:  # bubblewrap's --dev: these and its devpts
+        assert basic - {"core"} <= set(listed.split()) <= basic | {"pts", "ptmx"}
+    assert rest == [
+        "null-writable", "urandom-readable", "dev-read-only", "mknod-denied", "shm-writable"
+    ]  # fmt: skip
+
+
 @isolations
 async def test_connecting_to_a_host_port(stack, services, isolate):
     folder = services(
