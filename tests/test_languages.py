@@ -347,6 +347,7 @@ def test_other_files_in_the_folder_are_ignored(tmp_path: Path) -> None:
         (AWK + "memory_limit: rss\n", "memory_limit must be 'as' or 'data', got 'rss'"),
         (AWK + "env: [A, B]\n", "field 'env' must be a mapping"),
         (AWK + "prelude: awk.awk\n", "prelude 'awk.awk' not found at "),
+        (AWK + "hook_env: always\n", "hook_env must be true, false, 'fit' or 'whole', not 'always'"),
     ],
 )
 def test_a_broken_file_is_named(tmp_path: Path, text: str, why: str) -> None:
