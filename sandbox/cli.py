@@ -474,7 +474,7 @@ def _run_server(args: argparse.Namespace, path: Path | None, *, execute: bool) -
                 if pools:
                     warm = ", ".join(f"{p.key.removeprefix('service:')} {p.size} {p.language}"
                                      for p in pools)  # fmt: skip
-                    print(f"stack: warm interpreters: {warm}", file=sys.stderr, flush=True)
+                    print(f"stack: warm pools: {warm}", file=sys.stderr, flush=True)
 
     trio.run(run)
     return 0
