@@ -413,7 +413,7 @@ class Engine:
             with trio.CancelScope(shield=True):
                 await self._release(workdir, uid)
             raise
-        return Waiting(started, workdir, uid, prefix, pool, stub=not invocation.language.warm)
+        return Waiting(started, workdir, uid, prefix, pool)
 
     def _exec_stub(self, launch: list[str]) -> list[str]:
         """``launch`` (the launcher and bubblewrap options) running the launcher's exec stub.

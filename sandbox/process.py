@@ -432,31 +432,27 @@ class _Call:
 
     # -- stdout --------------------------------------------------------------
 
-    async def _read_stdout(self, cancel: trio.CancelScope) -> bool:
-        """One read of stdout; False when the output limit was hit."""
+    def _stdout_chunk(self) -> bytes:
+        """Bytes ready on stdout; b"" when none are, or at its end (then marked done)."""
         try:
             data = os.read(self.stdout_fd, CHUNK)
         except BlockingIOError:
-            return True
+            return b""
         if not data:
             self.open.discard(self.stdout_fd)
             self._stdout_done()
-            return True
-        if self.body_ended:
-            return True  # after ``end``: read and dropped
+        return data
+
+    async def _read_stdout(self, cancel: trio.CancelScope) -> bool:
+        """One read of stdout; False when the output limit was hit."""
+        data = self._stdout_chunk()
+        if not data or self.body_ended:
+            return True  # nothing yet, the end, or after ``end``: read and dropped
         return await self._forward(data, cancel)
 
     async def _stdout_now(self, cancel: trio.CancelScope) -> bool:
         """Forward all stdout already written; False when the output limit was hit."""
-        while self.stdout_fd in self.open:
-            try:
-                data = os.read(self.stdout_fd, CHUNK)
-            except BlockingIOError:
-                return True
-            if not data:
-                self.open.discard(self.stdout_fd)
-                self._stdout_done()
-                return True
+        while self.stdout_fd in self.open and (data := self._stdout_chunk()):
             if not await self._forward(data, cancel):
                 return False
         return True

@@ -56,9 +56,6 @@ class Waiting:
         uid: its sandbox uid, also adopted.
         prefix: its command line, which a call's must start with.
         pool: the pool it came from.
-        stub: it is the launcher's exec stub (``stack-launch -X``) in the
-            call's sandbox, for a language without a warm prelude: the call
-            message names the whole program, which starts at the call.
     """
 
     started: process.Started
@@ -66,8 +63,14 @@ class Waiting:
     uid: int | None
     prefix: tuple[str, ...]
     pool: Pool
-    stub: bool = False
     ready: bool = False
+
+    @property
+    def stub(self) -> bool:
+        """It is the launcher's exec stub (``stack-launch -X``) in the call's
+        sandbox, for a language without a warm prelude: the call message
+        names the whole program, which starts at the call."""
+        return not self.pool.invocation.language.warm
 
     def poll_ready(self) -> bool:
         """Whether its prelude said it is loaded (reads fd 3 without blocking)."""

@@ -356,6 +356,22 @@ async def test_python_output_after_the_script_returns_is_kept(server, client, sc
     assert response.text == "hi\nbye\n"
 
 
+async def test_an_early_end_sends_the_whole_response_with_its_length(server, client, script):
+    # The interpreter's shutdown takes 1 s: the response is ended by the
+    # prelude, and goes out in one piece with a Content-Length, not chunked.
+    path = script(
+        "early.py",
+        "import time\nclass Slow:\n    def __del__(self):\n        time.sleep(1)\n"
+        "keep = Slow()\nprint('done')\n",
+    )
+    async with server(path) as url:
+        response = await client.get(url)
+    assert response.text == "done\n"
+    assert "x-stack-usage" not in response.headers
+    assert response.headers.get("content-length") == "5"
+    assert "transfer-encoding" not in response.headers
+
+
 async def test_node_responds_when_its_event_loop_is_empty(server, client, script):
     need("node")
     path = script("done.js", "console.log('done')\n")
