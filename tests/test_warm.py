@@ -324,13 +324,16 @@ async def test_node_warm_interpreters_get_their_call(server, client, script):
     assert 'stack_warm_pool_hits_total{language="javascript"} 3.0' in metrics
 
 
+# A global whose finalizer takes 2 s: the interpreter's shutdown is slow.
+SLOW_EXIT = (
+    "import time\nclass Slow:\n    def __del__(self):\n        time.sleep(2)\n"
+    "keep = Slow()\nprint('done')\n"
+)
+
+
 async def test_python_responds_before_its_interpreter_shuts_down(server, client, script):
-    # A global whose finalizer takes 2 s: the response does not wait for it.
-    path = script(
-        "slowexit.py",
-        "import time\nclass Slow:\n    def __del__(self):\n        time.sleep(2)\n"
-        "keep = Slow()\nprint('done')\n",
-    )
+    # The response does not wait for the slow shutdown.
+    path = script("slowexit.py", SLOW_EXIT)
     async with server(path) as url:
         started = trio.current_time()
         response = await client.get(url)
@@ -357,13 +360,9 @@ async def test_python_output_after_the_script_returns_is_kept(server, client, sc
 
 
 async def test_an_early_end_sends_the_whole_response_with_its_length(server, client, script):
-    # The interpreter's shutdown takes 1 s: the response is ended by the
-    # prelude, and goes out in one piece with a Content-Length, not chunked.
-    path = script(
-        "early.py",
-        "import time\nclass Slow:\n    def __del__(self):\n        time.sleep(1)\n"
-        "keep = Slow()\nprint('done')\n",
-    )
+    # Ended by the prelude before the slow shutdown, the response goes out
+    # in one piece with a Content-Length, not chunked.
+    path = script("early.py", SLOW_EXIT)
     async with server(path) as url:
         response = await client.get(url)
     assert response.text == "done\n"
