@@ -929,6 +929,42 @@ async def open_engine(config: EngineConfig | None = None) -> AsyncIterator[Engin
     """
     config = config or EngineConfig()
     registry = await trio.to_thread.run_sync(Registry.load, config.language_dirs, config.path)
+    base = Path(tempfile.mkdtemp(prefix="stack-", dir=config.temp_dir))
+    try:
+        os.chmod(base, 0o711)
+        registry = await trio.to_thread.run_sync(_stage_preludes, registry, base / "preludes")
+        async with _open_engine(config, registry, base) as engine:
+            yield engine
+    finally:
+        with trio.CancelScope(shield=True):
+            await trio.to_thread.run_sync(_remove_tree, base)
+
+
+def _stage_preludes(registry: Registry, target: Path) -> Registry:
+    """The registry with each prelude copied to ``target/LANGUAGE/`` (blocking).
+
+    A call's uid must read its prelude, but stack may be installed where
+    only its owner can look (root's home, a 0700 folder): the copies are the
+    server's and readable by all, whatever the modes on the way to the
+    installed ones.
+    """
+    target.mkdir(mode=0o755)
+    staged = []
+    for lang in registry:
+        if lang.prelude is not None:
+            folder = target / lang.name
+            folder.mkdir(mode=0o755)
+            copy = folder / lang.prelude.name
+            shutil.copyfile(lang.prelude, copy)
+            copy.chmod(0o644)
+            lang = dataclasses.replace(lang, prelude=copy)
+        staged.append(lang)
+    return Registry(staged, registry.path)
+
+
+@asynccontextmanager
+async def _open_engine(config: EngineConfig, registry: Registry,
+                       base: Path) -> AsyncIterator[Engine]:  # fmt: skip
     config = dataclasses.replace(config, warm=_warm_by_name(config.warm, registry))
     launcher = await trio.to_thread.run_sync(launcher_path)
 
@@ -959,8 +995,6 @@ async def open_engine(config: EngineConfig | None = None) -> AsyncIterator[Engin
             mode = "none"
         else:
             mode = "bwrap"
-    base = Path(tempfile.mkdtemp(prefix="stack-", dir=config.temp_dir))
-    os.chmod(base, 0o711)
     (base / "scripts").mkdir(mode=0o755)
     (base / "builds").mkdir(mode=0o755)
     (base / "code").mkdir(mode=0o755)
@@ -995,7 +1029,6 @@ async def open_engine(config: EngineConfig | None = None) -> AsyncIterator[Engin
                 raise
             raise inner from None
     finally:
-        with trio.CancelScope(shield=True):
-            await trio.to_thread.run_sync(_remove_tree, base)
-            if not calls.is_relative_to(base):
+        if not calls.is_relative_to(base):
+            with trio.CancelScope(shield=True):
                 await trio.to_thread.run_sync(_remove_tree, calls)

@@ -142,6 +142,9 @@ class Gateway:
         if message["type"] != "websocket.connect":
             return
         if not self.broker.connected():
+            # Accepted first: a close before the handshake reaches the client as
+            # a bare 403, without the code and reason that say "retry later".
+            await send({"type": "websocket.accept"})
             await send({"type": "websocket.close", "code": 1013, "reason": "broker unavailable"})
             return
         if path.startswith("/subscribe/"):

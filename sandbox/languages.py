@@ -222,11 +222,25 @@ class Installed:
 
 
 def default_directory() -> Path:
-    """The registry shipped with stack (``languages/`` in a checkout)."""
+    """The registry shipped with stack (``languages/`` in a checkout).
+
+    Installed, it is the data package ``sandbox._languages``: a regular
+    package, so :mod:`importlib.resources` gives its real directory (the
+    interpreters read the preludes from disk, so a zipped install cannot work).
+
+    Raises:
+        ConfigError: the installed registry is missing or not a directory.
+    """
     checkout = Path(__file__).resolve().parent.parent / "languages"
-    if checkout.is_dir():
+    if (checkout / "preludes").is_dir():
         return checkout
-    return Path(str(resources.files("sandbox._languages")))
+    found = resources.files("sandbox._languages")
+    if not isinstance(found, Path) or not found.is_dir():
+        raise ConfigError(
+            f"stack's language registry is not a directory on disk ({found}): "
+            "reinstall stack from a wheel or a checkout (pip install stack-sandbox)"
+        )
+    return found
 
 
 class Registry:

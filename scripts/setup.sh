@@ -48,6 +48,14 @@ PYTHON="${PYTHON:-python3}"
 if [[ ! -x .venv/bin/python ]]; then
   "$PYTHON" -m venv .venv
 fi
-.venv/bin/python -m pip install -q --disable-pip-version-check -U pip >/dev/null
-.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test]"
+# The versions CI was green with (constraints.txt; scripts/pin.sh moves them).
+PIP=(.venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt)
+"${PIP[@]}" pip >/dev/null
+# Build warnings of the editable install are setuptools' notes, not ours:
+# shown only when the install fails.
+if ! out=$("${PIP[@]}" -e ".[test]" 2>&1); then
+  echo "$out" >&2
+  echo "setup: installing stack into .venv failed" >&2
+  exit 1
+fi
 echo "setup: done; run .venv/bin/stack --help" >&2

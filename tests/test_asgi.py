@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 
 from .conftest import ROOT, need
-from .test_cli import free_port
+from .helpers import free_port
 
 
 def test_hosted_by_hypercorn_and_mounted_under_a_prefix():

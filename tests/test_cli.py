@@ -7,51 +7,14 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import pytest
 
-STACK = [sys.executable, "-m", "sandbox"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextmanager
-def stack_server(*args: str) -> Iterator[tuple[str, subprocess.Popen[str]]]:
-    """Run `stack ARGS`; yield the URL it prints and the process."""
-    proc = subprocess.Popen(
-        [*STACK, *args], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True
-    )
-    assert proc.stderr is not None
-    try:
-        deadline = time.monotonic() + 30
-        url = None
-        while time.monotonic() < deadline:
-            line = proc.stderr.readline()
-            if not line:
-                break
-            if " at http://" in line:
-                url = line.split(" at ", 1)[1].split()[0].rstrip("/")
-                break
-        assert url, f"stack did not print its URL (exit {proc.poll()})"
-        yield url, proc
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        proc.stderr.close()
+from .conftest import bwrap_problem
+from .helpers import STACK, free_port, stack_server
 
 
 def test_languages_lists_each_with_version_or_package():
@@ -167,6 +130,28 @@ def test_extra_registry_adds_a_language_without_code(tmp_path: Path):
     with stack_server(str(script), "-p", "0", "--registry", str(registry),
                       "--isolate", "none") as (url, _):  # fmt: skip
         assert httpx.get(url).text == "QUIET WORDS\n"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="calls run as another uid only under root")
+@pytest.mark.parametrize("isolate", ["none", "bwrap"])
+def test_a_prelude_in_a_private_folder_is_still_read(tmp_path: Path, isolate: str):
+    # As when stack is installed in root's home: the call's uid cannot reach
+    # the installed prelude, so the server runs a copy of its own.
+    if isolate == "bwrap" and (problem := bwrap_problem()):
+        pytest.skip(problem)
+    private = tmp_path / "private"
+    (private / "preludes").mkdir(parents=True)
+    private.chmod(0o700)
+    (private / "preludes" / "greet.sh").write_text('echo "prelude says hi"; . "$1"\n')
+    (private / "greet.yaml").write_text(
+        "name: greet\ninterpreter: bash\nextensions: [.greet]\nprelude: greet.sh\n"
+        "run: ['{interpreter}', '{prelude}', '{script}']\n"
+    )
+    script = tmp_path / "msg.greet"
+    script.write_text("echo script too\n")
+    with stack_server(str(script), "-p", "0", "--registry", str(private),
+                      "--isolate", isolate) as (url, _):  # fmt: skip
+        assert httpx.get(url).text == "prelude says hi\nscript too\n"
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="checks the uid drop, which needs root")

@@ -19,7 +19,7 @@ from sandbox.asgi import open_app
 from sandbox.engine import DEFAULT_PATH, EngineConfig
 from sandbox.server import bind, serve
 
-from .test_cli import stack_server
+from .helpers import stack_server
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

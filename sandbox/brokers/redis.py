@@ -175,7 +175,7 @@ class RedisBroker(BridgedBroker):
             finally:
                 self._pubsub = None
                 with suppress(*_CONNECTION_ERRORS):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]  # same
+                    await pubsub.aclose()
             await asyncio.sleep(pause)
             pause = min(pause * 2, self.config.reconnect_wait)
 

@@ -1,0 +1,1 @@
+"""Data package: each language's prelude, run before the script; no code."""

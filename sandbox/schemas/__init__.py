@@ -1,0 +1,1 @@
+"""Data package: files read with importlib.resources, no code."""
