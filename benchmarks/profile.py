@@ -106,7 +106,7 @@ def summarize(raw: str, top: int = 15) -> Profile:
         self_time[frames[-1]] += count
         packages[_package(frames[-1])] += count
         for function in {_function(f) for f in frames}:
-            if "(sandbox/" in function and "(sandbox/cli.py)" not in function:
+            if "(sandbox/" in function and "(sandbox/cli/" not in function:
                 inclusive[function] += count
     return Profile(
         total,

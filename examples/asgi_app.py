@@ -13,8 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sandbox.asgi import create_app
-from sandbox.engine import EngineConfig
+from sandbox.core.engine import EngineConfig
+from sandbox.http.app import create_app
 
 # The stack app opens its engine in the ASGI lifespan.
 scripts = create_app(

@@ -1,6 +1,9 @@
 """stack: a sandboxed multi-language execution engine."""
 
-from .engine import Call, Engine, EngineConfig, Invocation, Statistics, open_engine
+from .core.engine import Call, Engine, EngineConfig, Invocation, Statistics, open_engine
+from .core.languages import Installed, Language, Registry
+from .core.limits import Limits
+from .core.process import CallIO, Outcome, Usage
 from .errors import (
     BodyTooLarge,
     CompileError,
@@ -15,9 +18,6 @@ from .errors import (
     StackError,
     UnknownLanguage,
 )
-from .languages import Installed, Language, Registry
-from .limits import Limits
-from .process import CallIO, Outcome, Usage
 
 __version__ = "0.1.0"
 

@@ -34,9 +34,9 @@ from typing import Any
 
 import yaml
 
-from .engine import DEFAULT_PATH, EngineConfig
+from .core.engine import DEFAULT_PATH, EngineConfig
+from .core.limits import Limits, parse_duration
 from .errors import ConfigError
-from .limits import Limits, parse_duration
 
 _KEYS = {
     "isolate", "max_running", "max_queue", "network", "limits", "maxima", "env", "registry",
@@ -52,10 +52,10 @@ class Config:
     Attributes:
         engine: the core's settings (isolation, limits, concurrency).
         env: environment variables given to every call.
-        auth: the ``auth`` section (API keys, JWT), see :mod:`sandbox.auth`.
+        auth: the ``auth`` section (API keys, JWT), see :mod:`sandbox.features.auth`.
         rate_limit: the ``rate_limit`` section.
         brokers: the ``brokers`` section: names to broker settings (``url``...).
-        triggers: the ``triggers`` section (see :mod:`sandbox.triggers`).
+        triggers: the ``triggers`` section (see :mod:`sandbox.features.triggers`).
         base: the folder relative paths in the file are resolved from.
     """
 

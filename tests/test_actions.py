@@ -17,12 +17,12 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import trio
 
-from sandbox import actions as act
-from sandbox.asgi import open_app
-from sandbox.engine import EngineConfig
+from sandbox.features import actions as act
+from sandbox.core.engine import EngineConfig
+from sandbox.core.languages import Registry
 from sandbox.errors import ConfigError
-from sandbox.languages import Registry
-from sandbox.server import bind, serve
+from sandbox.http.app import open_app
+from sandbox.http.server import bind, serve
 
 from .conftest import ROOT
 

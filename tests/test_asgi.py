@@ -55,7 +55,7 @@ def test_wheel_ships_languages_preludes_and_launcher(tmp_path: Path):
 
     wheel = next(tmp_path.glob("*.whl"))
     names = set(zipfile.ZipFile(wheel).namelist())
-    assert "sandbox/_launcher.c" in names
+    assert "sandbox/core/_launcher.c" in names
     assert "sandbox/py.typed" in names
     for lang in ("bash", "python", "javascript", "php", "ruby", "lua", "perl", "tcl", "sh"):
         assert f"sandbox/_languages/{lang}.yaml" in names
@@ -63,4 +63,4 @@ def test_wheel_ships_languages_preludes_and_launcher(tmp_path: Path):
     entry = zipfile.ZipFile(wheel).read(
         next(n for n in names if n.endswith("entry_points.txt"))
     ).decode()
-    assert "stack = sandbox.cli:main" in entry
+    assert "stack = sandbox.cli.main:main" in entry

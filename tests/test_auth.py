@@ -17,10 +17,10 @@ import trio
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from sandbox.asgi import open_app
-from sandbox.auth import Authenticator, hash_key
-from sandbox.engine import EngineConfig
-from sandbox.server import bind, serve
+from sandbox.core.engine import EngineConfig
+from sandbox.features.auth import Authenticator, hash_key
+from sandbox.http.app import open_app
+from sandbox.http.server import bind, serve
 
 SECRET = "a-shared-secret-of-at-least-32-bytes!"
 KEYS = {

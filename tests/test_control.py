@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from sandbox.control import MAX_CGI_HEAD, MAX_LINE, CGIHead, Control, Event, Head, HeadBuilder
+from sandbox.core.control import MAX_CGI_HEAD, MAX_LINE, CGIHead, Control, Event, Head, HeadBuilder
 
 
 def msg(kind: str, payload: Any = None) -> bytes:

@@ -15,10 +15,10 @@ import httpx
 import pytest
 import trio
 
-from sandbox.asgi import open_app
-from sandbox.engine import EngineConfig
-from sandbox.limits import Limits
-from sandbox.server import bind, serve
+from sandbox.core.engine import EngineConfig
+from sandbox.core.limits import Limits
+from sandbox.http.app import open_app
+from sandbox.http.server import bind, serve
 
 from .conftest import need, need_bwrap
 from .wsclient import Closed, connect

@@ -1,4 +1,4 @@
-"""From a request to what a script sees (sandbox/hook.py): plain functions, no event loop.
+"""From a request to what a script sees (sandbox/core/hook.py, sandbox/http/request.py): plain functions, no event loop.
 
 :class:`Uploads` is the one part that writes files; it writes into ``tmp_path``.
 """
@@ -11,8 +11,7 @@ from typing import Any
 
 import pytest
 
-from sandbox.errors import RequestError
-from sandbox.hook import (
+from sandbox.core.hook import (
     MAX_FIELDS,
     MAX_FLAT_ENV,
     RequestInfo,
@@ -29,6 +28,7 @@ from sandbox.hook import (
     safe_filename,
     whole_flat_env,
 )
+from sandbox.errors import RequestError
 
 VIEW = PurePosixPath("/tmp/call/uploads")
 BOUNDARY = b"----stackBoundary7MA4YWxkTrZu0gW"

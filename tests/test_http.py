@@ -13,7 +13,7 @@ import psutil
 import pytest
 import trio
 
-from sandbox.limits import Limits
+from sandbox.core.limits import Limits
 
 from .conftest import need
 
@@ -321,10 +321,10 @@ async def test_missing_interpreter_says_which_and_how(server, client, script, tm
         "name: nope\ninterpreter: nope-interpreter-xyz\npackage: nope-pkg\n"
         "extensions: [.nope]\nrun: ['{interpreter}', '{script}']\n"
     )
-    from sandbox.asgi import open_app
-    from sandbox.engine import EngineConfig
-    from sandbox.server import bind, serve
-    from sandbox.services import ServiceOptions
+    from sandbox.core.engine import EngineConfig
+    from sandbox.features.services import ServiceOptions
+    from sandbox.http.app import open_app
+    from sandbox.http.server import bind, serve
 
     path = script("x.nope", "whatever\n")
     config = EngineConfig(isolate="none", language_dirs=(registry,))
@@ -417,9 +417,9 @@ async def test_runs_as_unprivileged_user(server, client, script, isolate):
 
 
 def test_path_is_a_folder_or_script(tmp_path: Path):
+    from sandbox.core.languages import Registry
     from sandbox.errors import ConfigError
-    from sandbox.languages import Registry
-    from sandbox.services import ServiceOptions, Services
+    from sandbox.features.services import ServiceOptions, Services
 
     with pytest.raises(ConfigError, match="neither a script nor a folder"):
         Services.from_path(tmp_path / "nope", Registry.load(), tmp_path, ServiceOptions())

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from sandbox.core.languages import Installed, Language, Registry, default_directory, parse_shebang
 from sandbox.errors import ConfigError, InterpreterMissing, UnknownLanguage
-from sandbox.languages import Installed, Language, Registry, default_directory, parse_shebang
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = {"bash", "sh", "javascript", "python", "php", "ruby", "lua", "perl", "tcl"}

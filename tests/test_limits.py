@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
+from sandbox.core.limits import Limits, parse_duration, parse_size
 from sandbox.errors import ConfigError, LimitTooHigh
-from sandbox.limits import Limits, parse_duration, parse_size
 
 # -- durations ----------------------------------------------------------------
 

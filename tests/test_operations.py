@@ -15,9 +15,9 @@ import httpx
 import trio
 from prometheus_client.parser import text_string_to_metric_families
 
-from sandbox.asgi import open_app
-from sandbox.engine import DEFAULT_PATH, EngineConfig
-from sandbox.server import bind, serve
+from sandbox.core.engine import DEFAULT_PATH, EngineConfig
+from sandbox.http.app import open_app
+from sandbox.http.server import bind, serve
 
 from .helpers import stack_server
 

@@ -12,11 +12,11 @@ import pytest
 import trio
 
 from sandbox.config import Config
-from sandbox.engine import EngineConfig, Invocation, open_engine
+from sandbox.core.engine import EngineConfig, Invocation, open_engine
+from sandbox.core.limits import Limits
+from sandbox.core.process import CollectIO
 from sandbox.errors import ConfigError
-from sandbox.limits import Limits
-from sandbox.process import CollectIO
-from sandbox.services import load_sidecar
+from sandbox.features.services import load_sidecar
 
 from .conftest import need
 
@@ -223,7 +223,7 @@ def _stub(message: bytes) -> tuple[int, bytes, bytes, bytes]:
     import os
     import subprocess
 
-    from sandbox.launcher import launcher_path
+    from sandbox.core.launcher import launcher_path
 
     read3, write3 = os.pipe()
     try:
@@ -430,8 +430,8 @@ async def test_php_warm_interpreters_get_their_call(server, client, script):
 
 
 async def test_submitted_code_takes_a_warm_interpreter_of_its_language(client):
-    from sandbox.asgi import open_app
-    from sandbox.server import bind, serve
+    from sandbox.http.app import open_app
+    from sandbox.http.server import bind, serve
 
     config = EngineConfig(isolate="none", warm={"python": 1})
     async with open_app(None, config, execute=True) as app, trio.open_nursery() as nursery:

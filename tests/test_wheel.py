@@ -70,7 +70,7 @@ def test_the_wheel_holds_no_checkout_paths(installed: tuple[Path, dict[str, str]
                                            elsewhere: Path) -> None:  # fmt: skip
     bin_dir, env = installed
     done = _run(bin_dir / "python", "-c",
-                "import sandbox, sandbox.languages as l; print(sandbox.__file__); "
+                "import sandbox, sandbox.core.languages as l; print(sandbox.__file__); "
                 "print(l.default_directory())", cwd=elsewhere, env=env)  # fmt: skip
     module, registry = done.stdout.split()
     assert not module.startswith(str(ROOT))

@@ -11,10 +11,10 @@ import httpx
 import pytest
 import trio
 
-from sandbox.asgi import open_app
 from sandbox.brokers import BrokerConfig, open_broker
-from sandbox.engine import EngineConfig
-from sandbox.server import bind, serve
+from sandbox.core.engine import EngineConfig
+from sandbox.http.app import open_app
+from sandbox.http.server import bind, serve
 
 from ..wsclient import Closed, connect
 

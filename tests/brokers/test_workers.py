@@ -12,7 +12,7 @@ from pathlib import Path
 import trio
 
 from sandbox.brokers import open_broker
-from sandbox.worker import decode, encode, request_via
+from sandbox.features.worker import decode, encode, request_via
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples" / "actions"

@@ -17,7 +17,7 @@ import psutil
 import pytest
 import trio
 
-from sandbox.limits import Limits
+from sandbox.core.limits import Limits
 
 from ..conftest import need
 from .conftest import UID_BASE, isolations

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from sandbox import isolation
+from sandbox.core import isolation
 
 CALL_UID = 61000
 

@@ -12,7 +12,7 @@ import os
 
 import pytest
 
-from sandbox.limits import Limits
+from sandbox.core.limits import Limits
 
 from ..conftest import need
 from .conftest import isolations

@@ -9,8 +9,8 @@ import psutil
 import pytest
 import trio
 
-from sandbox.engine import EngineConfig, open_engine
-from sandbox.limits import Limits
+from sandbox.core.engine import EngineConfig, open_engine
+from sandbox.core.limits import Limits
 
 from .conftest import (
     UID_BASE,

@@ -21,9 +21,9 @@ from typing import Any
 
 import trio
 
+from ..brokers import Broker, Message
+from ..core.engine import Engine
 from . import actions as act
-from .brokers import Broker, Message
-from .engine import Engine
 
 SUBJECT = "stack.requests"
 QUEUE = "stack-workers"

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 MODES = ("none", "bwrap", "auto")
 SANDBOX_HOME = PurePosixPath("/tmp")

@@ -41,10 +41,10 @@ from typing import Any
 import jwt
 import yaml
 
-from .errors import AuthError, ConfigError, Forbidden, RateLimited
+from ..errors import AuthError, ConfigError, Forbidden, RateLimited
 
 __all__ = ["AuthError", "Authenticator", "Forbidden", "Principal", "RateLimited", "Rate"]
-from .limits import Limits
+from ..core.limits import Limits
 
 SCOPES = ("execute", "services", "actions", "publish", "admin")
 _RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(s|sec|second|m|min|minute|h|hour)\s*$")

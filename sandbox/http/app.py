@@ -19,25 +19,26 @@ from typing import Any
 
 import trio
 
-from . import auth, piston
-from . import hook as hooklib
-from .actions import ActionSet
-from .actions_http import ActionRoutes
-from .auth import Authenticator, Principal
-from .brokers import Broker, BrokerConfig, open_broker
-from .control import Event, Head
-from .engine import Call, Engine, EngineConfig, Invocation, open_engine
-from .errors import BodyTooLarge, CompileError, NotFound, StackError
-from .execute import DEFAULT_OUTPUT
-from .execute import add_pools as add_execute_pools
+from ..brokers import Broker, BrokerConfig, open_broker
+from ..core import hook as hooklib
+from ..core.control import Event, Head
+from ..core.engine import Call, Engine, EngineConfig, Invocation, open_engine
+from ..core.limits import Limits
+from ..core.process import Outcome, Running, signal_name
+from ..errors import BodyTooLarge, CompileError, NotFound, StackError
+from ..features import auth
+from ..features.actions import ActionSet
+from ..features.auth import Authenticator, Principal
+from ..features.health import Health
+from ..features.jobs import DEFAULT_OUTPUT
+from ..features.jobs import add_pools as add_execute_pools
+from ..features.metrics import CONTENT_TYPE as METRICS_TYPE
+from ..features.reporting import Reporter
+from ..features.services import Service, ServiceOptions, Services
+from ..features.triggers import Trigger, serve_trigger
+from . import piston
+from .actions import ActionRoutes
 from .gateway import Gateway
-from .health import Health
-from .limits import Limits
-from .metrics import CONTENT_TYPE as METRICS_TYPE
-from .process import Outcome, Running, signal_name
-from .reporting import Reporter
-from .services import Service, ServiceOptions, Services
-from .triggers import Trigger, serve_trigger
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -814,7 +815,7 @@ async def open_app(path: Path | None, config: EngineConfig | None = None,
         reporting_url: where to send Exo-style reporting webhooks.
         gateway: a broker to serve the gateway routes for (/publish, /request, /subscribe, /ws).
         brokers: the configured brokers, by name (those the triggers use are connected).
-        triggers: message triggers to run (see :mod:`sandbox.triggers`).
+        triggers: message triggers to run (see :mod:`sandbox.features.triggers`).
     """
     async with open_engine(config) as engine:
         services = None

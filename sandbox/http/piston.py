@@ -16,12 +16,12 @@ from typing import Any
 
 import trio
 
-from . import execute as ex
-from .control import Event, Head
-from .engine import Engine
-from .errors import BodyTooLarge, RequestError, StackError
-from .limits import Limits
-from .process import CollectIO, Running
+from ..core.control import Event, Head
+from ..core.engine import Engine
+from ..core.limits import Limits
+from ..core.process import CollectIO, Running
+from ..errors import BodyTooLarge, RequestError, StackError
+from ..features import jobs as ex
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]

@@ -1,6 +1,6 @@
 """The core: runs one call in a fresh interpreter, under limits, and returns its Outcome.
 
-Front doors build an :class:`Invocation` and a :class:`~sandbox.process.CallIO`;
+Front doors build an :class:`Invocation` and a :class:`~sandbox.core.process.CallIO`;
 the engine knows nothing of HTTP, brokers or schemas.
 
     async with open_engine(EngineConfig()) as engine:
@@ -30,13 +30,13 @@ from typing import Any
 
 import trio
 
+from ..errors import ConfigError, Overloaded, SpawnError, UnknownLanguage
+from ..features.metrics import Metrics
 from . import hook as hooklib
 from . import isolation, process
-from .errors import ConfigError, Overloaded, SpawnError, UnknownLanguage
 from .languages import Language, Registry
 from .launcher import launcher_path
 from .limits import Limits
-from .metrics import Metrics
 from .process import CallIO, Outcome
 from .warm import Pool, PoolStats, Waiting
 
@@ -63,7 +63,7 @@ class EngineConfig:
         network: whether calls may use the network under bwrap by default.
         env: environment variables given to every call (``-e``, ``env:``).
         warm: warm pool sizes of services: ``{"*": N}`` for every service,
-            ``{"python": N}`` for a language's (see :mod:`sandbox.warm`).
+            ``{"python": N}`` for a language's (see :mod:`sandbox.core.warm`).
         warm_idle: seconds without a call before a pool shrinks to one.
     """
 

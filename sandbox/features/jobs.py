@@ -21,11 +21,11 @@ from typing import Any
 
 import semantic_version
 
-from .engine import Build, Call, Engine, Invocation
-from .errors import LimitTooHigh, RequestError, UnknownLanguage
-from .languages import Language, Registry
-from .limits import Limits
-from .process import CollectIO, Outcome, signal_name
+from ..core.engine import Build, Call, Engine, Invocation
+from ..core.languages import Language, Registry
+from ..core.limits import Limits
+from ..core.process import CollectIO, Outcome, signal_name
+from ..errors import LimitTooHigh, RequestError, UnknownLanguage
 
 DEFAULT_OUTPUT = 1024 * 1024
 """Bytes kept per stream and stage (Piston's 1024 is too small to be useful)."""

@@ -15,7 +15,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from .errors import SpawnError
+from ..errors import SpawnError
 
 SOURCE = Path(__file__).with_name("_launcher.c")
 FLAGS = ("-O2", "-std=gnu11")

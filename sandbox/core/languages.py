@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from .errors import ConfigError, InterpreterMissing, UnknownLanguage
+from ..errors import ConfigError, InterpreterMissing, UnknownLanguage
 
 _VERSION = re.compile(r"(\d+\.\d+(?:\.\d+)?)")
 _FIELDS = {

@@ -11,19 +11,19 @@ from collections.abc import Sequence
 
 import trio
 
-from . import actions as act
-from .actions_cli import broker_from
-from .brokers import BrokerError, open_broker
-from .engine import open_engine
-from .errors import StackError
-from .worker import QUEUE, SUBJECT, serve_worker
+from ..brokers import BrokerError, open_broker
+from ..core.engine import open_engine
+from ..errors import StackError
+from ..features import actions as act
+from ..features.worker import QUEUE, SUBJECT, serve_worker
+from .actions import broker_from
 
 log = logging.getLogger("stack")
 
 
 def main(argv: Sequence[str]) -> int:
     """Run ``stack worker``; exit 0 after a clean SIGTERM."""
-    from .cli import _add_config_flags, _configure_logging, load_config
+    from .main import _add_config_flags, _configure_logging, load_config
 
     parser = argparse.ArgumentParser(
         prog="stack worker",
@@ -53,7 +53,7 @@ def main(argv: Sequence[str]) -> int:
 
 
 async def _run(args: argparse.Namespace, config: object, directories: list[object]) -> int:
-    from .config import Config
+    from ..config import Config
 
     assert isinstance(config, Config)
     stop = trio.Event()

@@ -20,7 +20,7 @@ from python_multipart import MultipartParser
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartState, parse_options_header
 
-from .errors import RequestError
+from ..errors import RequestError
 
 MAX_FIELDS = 1000
 MAX_FIELD_BYTES = 1024 * 1024

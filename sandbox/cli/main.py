@@ -21,21 +21,21 @@ from typing import Any
 
 import trio
 
-from . import __version__
-from . import execute as ex
-from .actions import directories_from_env, variables_from_env
-from .asgi import open_app
-from .auth import Authenticator
-from .config import Config
-from .control import Event, Head
-from .engine import open_engine
-from .errors import ConfigError, StackError
-from .languages import Registry
-from .limits import Limits, parse_duration
-from .logs import formatter
-from .process import CollectIO, Running
-from .server import bind, serve, watch_signals
-from .services import ServiceOptions
+from .. import __version__
+from ..config import Config
+from ..core.control import Event, Head
+from ..core.engine import open_engine
+from ..core.languages import Registry
+from ..core.limits import Limits, parse_duration
+from ..core.process import CollectIO, Running
+from ..errors import ConfigError, StackError
+from ..features import jobs as ex
+from ..features.actions import directories_from_env, variables_from_env
+from ..features.auth import Authenticator
+from ..features.services import ServiceOptions
+from ..http.app import open_app
+from ..http.server import bind, serve, watch_signals
+from ..logs import formatter
 
 COMMANDS = ("serve", "exec", "languages", "action", "run", "request", "key", "worker")
 log = logging.getLogger("stack")
@@ -294,11 +294,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args and args[0] == "key":
             return key_command(args[1:])
         if args and args[0] == "worker":
-            from .worker_cli import main as worker_main
+            from .worker import main as worker_main
 
             return worker_main(args[1:])
         if args and args[0] in ("action", "run", "request"):
-            from .actions_cli import main as actions_main
+            from .actions import main as actions_main
 
             return actions_main(args[0], args[1:])
         if not args:
@@ -314,7 +314,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def languages(args: argparse.Namespace) -> int:
     """``stack languages``: each language, extensions, installed version or what to install."""
-    from .engine import DEFAULT_PATH
+    from ..core.engine import DEFAULT_PATH
 
     registry = Registry.load(args.registry, DEFAULT_PATH)
     rows: list[dict[str, Any]] = []
@@ -416,14 +416,14 @@ def _run_server(args: argparse.Namespace, path: Path | None, *, execute: bool) -
 
     action_dirs = [*args.actions, *directories_from_env(os.environ)]
     variables = variables_from_env(os.environ)
-    from .brokers import brokers_from_mapping
-    from .triggers import describe, triggers_from
+    from ..brokers import brokers_from_mapping
+    from ..features.triggers import describe, triggers_from
 
     broker_configs = brokers_from_mapping(full.brokers, base=full.base)
     triggers = triggers_from(list(full.triggers) or None, broker_configs)
     gateway = None
     if getattr(args, "gateway", None):
-        from .actions_cli import broker_from
+        from .actions import broker_from
 
         gateway = broker_from(args.gateway, full)
     reporting = os.environ.get("STACK_REPORTING_URL") or None
@@ -595,7 +595,7 @@ def key_command(argv: Sequence[str]) -> int:
 
     The key is printed once; the config entry holds only its SHA-256.
     """
-    from .auth import SCOPES, hash_key, new_key
+    from ..features.auth import SCOPES, hash_key, new_key
 
     parser = argparse.ArgumentParser(prog="stack key", description=key_command.__doc__)
     parser.add_argument("action", choices=["create"])

@@ -17,17 +17,17 @@ from typing import Any
 
 import trio
 
-from . import actions as act
-from .config import Config
-from .engine import open_engine
-from .errors import StackError
-from .reporting import Reporter
+from ..config import Config
+from ..core.engine import open_engine
+from ..errors import StackError
+from ..features import actions as act
+from ..features.reporting import Reporter
 
 log = logging.getLogger("stack")
 
 
 def _parser(command: str) -> argparse.ArgumentParser:
-    from .cli import _add_config_flags
+    from .main import _add_config_flags
 
     descriptions = {
         "action": "List the actions, or show one: description, input and output schemas, "
@@ -71,7 +71,7 @@ def _parser(command: str) -> argparse.ArgumentParser:
 
 def main(command: str, argv: Sequence[str]) -> int:
     """Run ``stack action|run|request``."""
-    from .cli import _configure_logging, load_config
+    from .main import _configure_logging, load_config
 
     args = _parser(command).parse_args(list(argv))
     _configure_logging(args.verbose, terminal_level=logging.INFO if args.verbose else logging.ERROR)
@@ -93,9 +93,9 @@ def main(command: str, argv: Sequence[str]) -> int:
 
 
 async def _via(args: argparse.Namespace, config: Config, request: Any) -> int:
-    from .brokers import BrokerError, open_broker
-    from .limits import parse_duration
-    from .worker import request_via
+    from ..brokers import BrokerError, open_broker
+    from ..core.limits import parse_duration
+    from ..features.worker import request_via
 
     if isinstance(request, act.ActionError):
         return _print(act.failed(request))
@@ -116,8 +116,8 @@ def broker_from(value: str, config: Config) -> Any:
     Raises:
         ConfigError: neither.
     """
-    from .brokers import BrokerConfig, brokers_from_mapping
-    from .errors import ConfigError
+    from ..brokers import BrokerConfig, brokers_from_mapping
+    from ..errors import ConfigError
 
     named = brokers_from_mapping(config.brokers, base=config.base)
     if value in named:
@@ -143,7 +143,7 @@ def _read_request(name: str) -> Any:
 async def _main(command: str, args: argparse.Namespace, config: Config,
                 directories: list[Path], request: Any) -> int:  # fmt: skip
     if command == "action":
-        from .languages import Registry
+        from ..core.languages import Registry
 
         registry = await trio.to_thread.run_sync(
             Registry.load, config.engine.language_dirs, config.engine.path

@@ -14,9 +14,9 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 
-from . import actions as act
-from .engine import Engine
-from .reporting import Reporter
+from ..core.engine import Engine
+from ..features import actions as act
+from ..features.reporting import Reporter
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]

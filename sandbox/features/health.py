@@ -13,8 +13,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .engine import Engine
-from .isolation import check_bwrap
+from ..core.engine import Engine
+from ..core.isolation import check_bwrap
 
 Check = Callable[[], tuple[bool, str]]
 BWRAP_CHECK_EVERY = 30.0

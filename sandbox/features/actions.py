@@ -31,11 +31,11 @@ import yaml
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
-from .engine import Engine, Invocation
-from .errors import ConfigError, LanguageError, StackError
-from .languages import Language, Registry
-from .limits import Limits
-from .process import CollectIO
+from ..core.engine import Engine, Invocation
+from ..core.languages import Language, Registry
+from ..core.limits import Limits
+from ..core.process import CollectIO
+from ..errors import ConfigError, LanguageError, StackError
 
 MANIFESTS = ("action.yaml", "action.yml")
 VARIABLE_PREFIX = "STACK__VARIABLE__"
@@ -623,7 +623,7 @@ async def _run(engine: Engine, action: Action, value: Any, variables: Mapping[st
 
 def openapi(actions: ActionSet, *, title: str = "stack actions") -> dict[str, Any]:
     """An OpenAPI 3.1 document of the action routes, from the manifests' schemas."""
-    from . import __version__
+    from .. import __version__
 
     error_ref = {"$ref": "#/components/schemas/ErrorResponse"}
     paths: dict[str, Any] = {

@@ -13,7 +13,7 @@ import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 log = logging.getLogger("stack")
 

@@ -17,9 +17,9 @@ from typing import Any
 
 import yaml
 
-from .errors import ConfigError, NotFound, StackError
-from .languages import Language, Registry
-from .limits import Limits
+from ..core.languages import Language, Registry
+from ..core.limits import Limits
+from ..errors import ConfigError, NotFound, StackError
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _NOT_SCRIPTS = {".md", ".txt", ".yaml", ".yml", ".json", ".html"}

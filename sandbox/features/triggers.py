@@ -26,11 +26,11 @@ from typing import Any
 
 import trio
 
+from ..brokers import Broker, BrokerError, Message
+from ..core.engine import Engine, Invocation
+from ..core.process import CollectIO
+from ..errors import ConfigError
 from . import actions as act
-from .brokers import Broker, BrokerError, Message
-from .engine import Engine, Invocation
-from .errors import ConfigError
-from .process import CollectIO
 from .services import Services
 
 ERRORS = "stack.errors"

@@ -25,7 +25,7 @@ from typing import Any
 
 import trio
 
-from .brokers import Broker, BrokerError, BrokerTimeout, BrokerUnavailable, subjects
+from ..brokers import Broker, BrokerError, BrokerTimeout, BrokerUnavailable, subjects
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
