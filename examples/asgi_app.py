@@ -13,8 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sandbox.core.engine import EngineConfig
-from sandbox.http.app import create_app
+from sandbox import EngineConfig, create_app
 
 # The stack app opens its engine in the ASGI lifespan.
 scripts = create_app(

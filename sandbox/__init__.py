@@ -1,6 +1,15 @@
-"""stack: a sandboxed multi-language execution engine."""
+"""stack: a sandboxed multi-language execution engine.
 
-from .core.engine import Call, Engine, EngineConfig, Invocation, Statistics, open_engine
+The core (:func:`open_engine`, :class:`Invocation`, :class:`Outcome`...) is
+imported with the package; :func:`open_app` and :func:`create_app` (the HTTP
+app with every feature) only when first used, so that importing the core does
+not load the HTTP side.
+"""
+
+from typing import TYPE_CHECKING, Any
+
+from .core.engine import Call, Engine, EngineConfig, Statistics, open_engine
+from .core.invocation import Invocation
 from .core.languages import Installed, Language, Registry
 from .core.limits import Limits
 from .core.process import CallIO, Outcome, Usage
@@ -20,6 +29,18 @@ from .errors import (
 )
 
 __version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from .app import create_app, open_app
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("create_app", "open_app"):
+        from . import app
+
+        return getattr(app, name)
+    raise AttributeError(f"module 'sandbox' has no attribute {name!r}")
+
 
 __all__ = [
     "BodyTooLarge",
@@ -46,5 +67,7 @@ __all__ = [
     "Statistics",
     "UnknownLanguage",
     "Usage",
+    "create_app",
+    "open_app",
     "open_engine",
 ]

@@ -14,11 +14,11 @@ import psutil
 import pytest
 import trio
 
+from sandbox.app import open_app
 from sandbox.core.engine import EngineConfig
 from sandbox.core.isolation import check_bwrap, find_bwrap
 from sandbox.core.limits import Limits
 from sandbox.features.services import ServiceOptions
-from sandbox.http.app import open_app
 from sandbox.http.server import bind, serve
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -17,11 +17,11 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import trio
 
-from sandbox.features import actions as act
+from sandbox.app import open_app
 from sandbox.core.engine import EngineConfig
 from sandbox.core.languages import Registry
 from sandbox.errors import ConfigError
-from sandbox.http.app import open_app
+from sandbox.features import actions as act
 from sandbox.http.server import bind, serve
 
 from .conftest import ROOT

@@ -17,9 +17,9 @@ import trio
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from sandbox.app import open_app
 from sandbox.core.engine import EngineConfig
 from sandbox.features.auth import Authenticator, hash_key
-from sandbox.http.app import open_app
 from sandbox.http.server import bind, serve
 
 SECRET = "a-shared-secret-of-at-least-32-bytes!"
@@ -65,8 +65,11 @@ def auth_config(jwt_section: dict[str, Any] | None = None) -> dict[str, Any]:
 async def secured(script: Path, auth: dict[str, Any],
                   rate_limit: dict[str, Any] | None = None) -> AsyncIterator[str]:  # fmt: skip
     config = EngineConfig(isolate="none")
-    async with open_app(script, config, execute=True) as app, trio.open_nursery() as nursery:
-        app.auth = Authenticator.from_mapping(auth, rate_limit)
+    authenticator = Authenticator.from_mapping(auth, rate_limit)
+    async with (
+        open_app(script, config, execute=True, auth=authenticator) as app,
+        trio.open_nursery() as nursery,
+    ):
         url = await nursery.start(serve, app, bind("127.0.0.1", 0))
         try:
             yield url

@@ -15,9 +15,9 @@ import httpx
 import pytest
 import trio
 
+from sandbox.app import open_app
 from sandbox.core.engine import EngineConfig
 from sandbox.core.limits import Limits
-from sandbox.http.app import open_app
 from sandbox.http.server import bind, serve
 
 from .conftest import need, need_bwrap
@@ -31,9 +31,8 @@ async def api(isolate: str = "none", limits: Limits | None = None,
     if isolate == "bwrap":
         need_bwrap()
     config = EngineConfig(isolate=isolate, limits=limits or Limits())
-    async with open_app(None, config, execute=True) as app:
-        if output is not None:
-            app.execute_output = output
+    kept = {} if output is None else {"execute_output": output}
+    async with open_app(None, config, execute=True, **kept) as app:
         async with trio.open_nursery() as nursery:
             url = await nursery.start(serve, app, bind("127.0.0.1", 0))
             try:

@@ -11,24 +11,20 @@ from typing import Any
 
 import pytest
 
-from sandbox.core.hook import (
+from sandbox.core.hook import MAX_FLAT_ENV, encode_flat, flat_env, flatten, whole_flat_env
+from sandbox.errors import RequestError
+from sandbox.http.request import (
     MAX_FIELDS,
-    MAX_FLAT_ENV,
     RequestInfo,
     Uploads,
     body_kind,
     build_hook,
     cgi_environ,
-    encode_flat,
-    flat_env,
-    flatten,
     multipart_boundary,
     parse_json_params,
     parse_query,
     safe_filename,
-    whole_flat_env,
 )
-from sandbox.errors import RequestError
 
 VIEW = PurePosixPath("/tmp/call/uploads")
 BOUNDARY = b"----stackBoundary7MA4YWxkTrZu0gW"

@@ -321,9 +321,9 @@ async def test_missing_interpreter_says_which_and_how(server, client, script, tm
         "name: nope\ninterpreter: nope-interpreter-xyz\npackage: nope-pkg\n"
         "extensions: [.nope]\nrun: ['{interpreter}', '{script}']\n"
     )
+    from sandbox.app import open_app
     from sandbox.core.engine import EngineConfig
     from sandbox.features.services import ServiceOptions
-    from sandbox.http.app import open_app
     from sandbox.http.server import bind, serve
 
     path = script("x.nope", "whatever\n")

@@ -15,8 +15,8 @@ import httpx
 import trio
 from prometheus_client.parser import text_string_to_metric_families
 
+from sandbox.app import open_app
 from sandbox.core.engine import DEFAULT_PATH, EngineConfig
-from sandbox.http.app import open_app
 from sandbox.http.server import bind, serve
 
 from .helpers import stack_server

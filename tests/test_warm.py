@@ -12,7 +12,8 @@ import pytest
 import trio
 
 from sandbox.config import Config
-from sandbox.core.engine import EngineConfig, Invocation, open_engine
+from sandbox.core.engine import EngineConfig, open_engine
+from sandbox.core.invocation import Invocation
 from sandbox.core.limits import Limits
 from sandbox.core.process import CollectIO
 from sandbox.errors import ConfigError
@@ -430,7 +431,7 @@ async def test_php_warm_interpreters_get_their_call(server, client, script):
 
 
 async def test_submitted_code_takes_a_warm_interpreter_of_its_language(client):
-    from sandbox.http.app import open_app
+    from sandbox.app import open_app
     from sandbox.http.server import bind, serve
 
     config = EngineConfig(isolate="none", warm={"python": 1})

@@ -22,13 +22,12 @@ from ..core.engine import open_engine
 from ..errors import StackError
 from ..features import actions as act
 from ..features.reporting import Reporter
+from .common import add_config_flags, broker_from, configure_logging, load_config
 
 log = logging.getLogger("stack")
 
 
 def _parser(command: str) -> argparse.ArgumentParser:
-    from .main import _add_config_flags
-
     descriptions = {
         "action": "List the actions, or show one: description, input and output schemas, "
         "help URL and an example request.",
@@ -65,16 +64,14 @@ def _parser(command: str) -> argparse.ArgumentParser:
         parser.add_argument("--wait", default="60s", help="how long to wait for the reply")
     parser.add_argument("-v", "--verbose", action="store_true", help="log to the terminal")
     parser.add_argument("-t", "--timeout", default=None, help="wall-clock limit (ms, or 5s)")
-    _add_config_flags(parser)
+    add_config_flags(parser)
     return parser
 
 
 def main(command: str, argv: Sequence[str]) -> int:
     """Run ``stack action|run|request``."""
-    from .main import _configure_logging, load_config
-
     args = _parser(command).parse_args(list(argv))
-    _configure_logging(args.verbose, terminal_level=logging.INFO if args.verbose else logging.ERROR)
+    configure_logging(args.verbose, terminal_level=logging.INFO if args.verbose else logging.ERROR)
     try:
         config = load_config(args)
         if command == "request" and args.via:
@@ -108,24 +105,6 @@ async def _via(args: argparse.Namespace, config: Config, request: Any) -> int:
         print(f"stack: {exc.message}", file=sys.stderr)
         return 2
     return _print(response)
-
-
-def broker_from(value: str, config: Config) -> Any:
-    """A broker given as a URL, or as a name from the config's ``brokers``.
-
-    Raises:
-        ConfigError: neither.
-    """
-    from ..brokers import BrokerConfig, brokers_from_mapping
-    from ..errors import ConfigError
-
-    named = brokers_from_mapping(config.brokers, base=config.base)
-    if value in named:
-        return named[value]
-    if "://" not in value:
-        known = ", ".join(sorted(named)) or "none configured"
-        raise ConfigError(f"no broker named {value!r} (brokers: {known}); or give a URL")
-    return BrokerConfig(url=value, name="cli")
 
 
 def _read_request(name: str) -> Any:

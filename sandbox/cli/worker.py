@@ -16,15 +16,13 @@ from ..core.engine import open_engine
 from ..errors import StackError
 from ..features import actions as act
 from ..features.worker import QUEUE, SUBJECT, serve_worker
-from .actions import broker_from
+from .common import add_config_flags, broker_from, configure_logging, load_config
 
 log = logging.getLogger("stack")
 
 
 def main(argv: Sequence[str]) -> int:
     """Run ``stack worker``; exit 0 after a clean SIGTERM."""
-    from .main import _add_config_flags, _configure_logging, load_config
-
     parser = argparse.ArgumentParser(
         prog="stack worker",
         description="Answer action requests (gzipped JSON, Exo style) from a broker queue "
@@ -37,9 +35,9 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--queue", default=QUEUE, help=f"the queue group (default {QUEUE})")
     parser.add_argument("-v", "--verbose", action="store_true", help="log each call")
     parser.add_argument("-t", "--timeout", default=None, help="wall-clock limit per call")
-    _add_config_flags(parser)  # fmt: skip
+    add_config_flags(parser)  # fmt: skip
     args = parser.parse_args(list(argv))
-    _configure_logging(args.verbose)
+    configure_logging(args.verbose)
     try:
         config = load_config(args)
         directories = [*args.actions, *act.directories_from_env(os.environ)]

@@ -31,12 +31,13 @@ from typing import Any
 import trio
 
 from ..errors import ConfigError, Overloaded, SpawnError, UnknownLanguage
-from ..features.metrics import Metrics
 from . import hook as hooklib
 from . import isolation, process
+from .invocation import Invocation
 from .languages import Language, Registry
 from .launcher import launcher_path
 from .limits import Limits
+from .observer import Observer
 from .process import CallIO, Outcome
 from .warm import Pool, PoolStats, Waiting
 
@@ -112,43 +113,6 @@ class EngineConfig:
 
 
 @dataclass(frozen=True)
-class Invocation:
-    """One call to run.
-
-    Attributes:
-        language: the language to run it with.
-        script: the script on the host (readable by the call's uid).
-        args: arguments after the script.
-        hook: the Hook JSON (params, req, env), or None for none.
-        env: more environment (CGI variables, the service's env).
-        request_id: the id logs and responses carry.
-        cgi: read status and headers from the top of stdout.
-        network: allow network access under bwrap.
-        stdin: bytes written to stdin before the front door's stream.
-        door: the front door, for metrics: ``service``, ``execute``, ``action``...
-        build: a compiled build to run (``{build}`` in the run line).
-        stderr_limit: stderr bytes allowed; past it the call is killed.
-        code_dir: the folder the script belongs to (an action's folder): made
-            readable by the call and, under bwrap, bound whole, so the script
-            can use the files beside it.
-    """
-
-    language: Language
-    script: Path
-    args: Sequence[str] = ()
-    hook: Mapping[str, Any] | None = None
-    env: Mapping[str, str] = field(default_factory=dict)
-    request_id: str = ""
-    cgi: bool = False
-    network: bool | None = None
-    stdin: bytes = b""
-    build: Path | None = None
-    stderr_limit: int | None = None
-    code_dir: Path | None = None
-    door: str = "service"
-
-
-@dataclass(frozen=True)
 class Statistics:
     """A snapshot of the engine's load."""
 
@@ -181,15 +145,15 @@ class Engine:
         self._calls = 0
         self._uids = isolation.UidPool(config.uid_base, config.max_running) if self.root else None
         self.builds = BuildCache(base / "builds")
-        self.metrics = Metrics()
-        self.metrics.watch(
-            lambda: (self._running, self._queued, self.builds.hits, self.builds.misses)
-        )
-        self.metrics.watch_pools(lambda: [(p.language, p.ready) for p in self.pool_stats()])
+        self.observers: list[Observer] = []
         self._staged: set[str] = set()
         self._counter = 0
         self._pools: dict[str, Pool] = {}
         self._nursery: trio.Nursery | None = None
+
+    def observe(self, observer: Observer) -> None:
+        """Tell ``observer`` of every call from now on (see :mod:`sandbox.core.observer`)."""
+        self.observers.append(observer)
 
     def statistics(self) -> Statistics:
         """The engine's load right now."""
@@ -274,7 +238,8 @@ class Engine:
         """
         limits = limits or self.config.limits
         if self._slots.value == 0 and self._queued >= self.config.max_queue:
-            self.metrics.rejected.inc()
+            for observer in self.observers:
+                observer.call_refused()
             raise Overloaded(
                 f"all {self.config.max_running} slots are busy and "
                 f"{self._queued} calls are queued; retry shortly",
@@ -535,10 +500,8 @@ class Call:
         if warm is None:
             self.count_warm(None)
             outcome = await process.run(spawn, io)
-        usage = outcome.usage
-        self.engine.metrics.record(invocation.door, invocation.language.name, outcome.reason,
-                                   usage.wall, usage.bytes_in, usage.bytes_out,
-                                   outcome.spawn)  # fmt: skip
+        for observer in self.engine.observers:
+            observer.call_ended(invocation.door, invocation.language.name, outcome)
         return outcome
 
     async def build(self, invocation: Invocation, files: Sequence[str],

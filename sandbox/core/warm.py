@@ -29,21 +29,38 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import trio
 
 from . import process
-
-if TYPE_CHECKING:
-    from .engine import Engine, Invocation
-    from .limits import Limits
+from .invocation import Invocation
+from .limits import Limits
+from .observer import Observer, WarmUse
 
 log = logging.getLogger("stack")
 
 IDLE = 60.0
 CHECK_EVERY = 1.0
 LOADING_POLL = 0.05
+
+
+class PoolOwner(Protocol):
+    """What a pool needs of the engine that owns it (the engine is one)."""
+
+    observers: list[Observer]
+
+    async def start_warm(self, pool: Pool) -> Waiting:
+        """A process of ``pool``'s invocation, started through the whole sandbox."""
+        ...
+
+    async def dispose(self, waiting: Waiting) -> None:
+        """End an unused process and free its directory and uid."""
+        ...
+
+    def dispose_soon(self, waiting: Waiting) -> None:
+        """:meth:`dispose` in a task of the engine's (from synchronous code)."""
+        ...
 
 
 @dataclass
@@ -137,7 +154,7 @@ class Pool:
         idle: seconds without a call before it shrinks to one.
     """
 
-    engine: Engine
+    engine: PoolOwner
     key: str
     invocation: Invocation
     limits: Limits
@@ -196,16 +213,18 @@ class Pool:
 
     def count(self, waiting: Waiting | None) -> None:
         """Record how a call was served: by ``waiting`` (ready or not), or cold (None)."""
-        labels = (self.language,)
+        use: WarmUse
         if waiting is None:
             self.misses += 1
-            self.engine.metrics.pool_misses.labels(*labels).inc()
+            use = "miss"
         elif waiting.ready:
             self.hits += 1
-            self.engine.metrics.pool_hits.labels(*labels).inc()
+            use = "hit"
         else:
             self.early += 1
-            self.engine.metrics.pool_early.labels(*labels).inc()
+            use = "early"
+        for observer in self.engine.observers:
+            observer.warm_served(self.language, use)
 
     def stats(self, poll: bool = True) -> PoolStats:
         """A snapshot; ``poll``: read whether processes are loaded now (the event loop only).

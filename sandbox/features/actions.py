@@ -31,7 +31,8 @@ import yaml
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
-from ..core.engine import Engine, Invocation
+from ..core.engine import Engine
+from ..core.invocation import Invocation
 from ..core.languages import Language, Registry
 from ..core.limits import Limits
 from ..core.process import CollectIO
@@ -49,7 +50,7 @@ MAX_OUTPUT = 16 * 1024 * 1024
 
 
 def _schema(name: str) -> dict[str, Any]:
-    text = resources.files("sandbox").joinpath("schemas", name).read_text(encoding="utf-8")
+    text = resources.files("sandbox.features.schemas").joinpath(name).read_text(encoding="utf-8")
     value: dict[str, Any] = json.loads(text)
     return value
 

@@ -21,7 +21,8 @@ from typing import Any
 
 import semantic_version
 
-from ..core.engine import Build, Call, Engine, Invocation
+from ..core.engine import Build, Call, Engine
+from ..core.invocation import Invocation
 from ..core.languages import Language, Registry
 from ..core.limits import Limits
 from ..core.process import CollectIO, Outcome, signal_name

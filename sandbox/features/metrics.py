@@ -22,6 +22,10 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from ..core.engine import Engine
+from ..core.observer import WarmUse
+from ..core.process import Outcome
+
 LIMIT_REASONS = {"timeout", "cpu", "memory", "file_size", "output"}
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -63,6 +67,31 @@ class Metrics:
         self._live: list[Callable[[], tuple[int, int, int, int]]] = []
         self._pools: list[Callable[[], list[tuple[str, int]]]] = []
         self.registry.register(_Live(self))
+
+    def watch_engine(self, engine: Engine) -> None:
+        """Count ``engine``'s calls, and read its load and pools at each scrape."""
+        engine.observe(self)
+        self.watch(lambda: (engine.statistics().running, engine.statistics().queued,
+                            engine.builds.hits, engine.builds.misses))  # fmt: skip
+        self.watch_pools(lambda: [(p.language, p.ready) for p in engine.pool_stats()])
+
+    # -- the engine's Observer --
+
+    def call_ended(self, door: str, language: str, outcome: Outcome) -> None:
+        """Count one finished call."""
+        usage = outcome.usage
+        self.record(door, language, outcome.reason, usage.wall, usage.bytes_in, usage.bytes_out,
+                    outcome.spawn)  # fmt: skip
+
+    def call_refused(self) -> None:
+        """Count a call refused for a full queue."""
+        self.rejected.inc()
+
+    def warm_served(self, language: str, use: WarmUse) -> None:
+        """Count how a warm pool's call was served."""
+        {"hit": self.pool_hits, "early": self.pool_early, "miss": self.pool_misses}[use].labels(
+            language
+        ).inc()
 
     def watch_pools(self, read: Callable[[], list[tuple[str, int]]]) -> None:
         """Read (language, interpreters ready) of each warm pool at each scrape."""

@@ -27,7 +27,8 @@ from typing import Any
 import trio
 
 from ..brokers import Broker, BrokerError, Message
-from ..core.engine import Engine, Invocation
+from ..core.engine import Engine
+from ..core.invocation import Invocation
 from ..core.process import CollectIO
 from ..errors import ConfigError
 from . import actions as act

@@ -11,18 +11,13 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from collections.abc import Mapping
 from typing import Any
 
 from ..core.engine import Engine
 from ..features import actions as act
 from ..features.reporting import Reporter
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-SendJson = Callable[..., Awaitable[None]]
+from .types import Receive, Scope, Send, SendJson
 
 MAX_REQUEST = 16 * 1024 * 1024
 log = logging.getLogger("stack")

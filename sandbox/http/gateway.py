@@ -20,18 +20,12 @@ from __future__ import annotations
 import base64
 import json
 import logging
-from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 import trio
 
 from ..brokers import Broker, BrokerError, BrokerTimeout, BrokerUnavailable, subjects
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-SendJson = Callable[..., Awaitable[None]]
+from .types import Message, Receive, Scope, Send, SendJson
 
 MAX_BODY = 8 * 1024 * 1024
 REQUEST_TIMEOUT = 30.0

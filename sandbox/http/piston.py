@@ -11,7 +11,7 @@ import codecs
 import json
 import logging
 import math
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import trio
@@ -22,11 +22,7 @@ from ..core.limits import Limits
 from ..core.process import CollectIO, Running
 from ..errors import BodyTooLarge, RequestError, StackError
 from ..features import jobs as ex
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
+from .types import Message, Receive, Scope, Send
 
 PREFIX = "/api/v2"
 MAX_REQUEST = 64 * 1024 * 1024

@@ -11,9 +11,9 @@ import httpx
 import pytest
 import trio
 
+from sandbox.app import open_app
 from sandbox.brokers import BrokerConfig, open_broker
 from sandbox.core.engine import EngineConfig
-from sandbox.http.app import open_app
 from sandbox.http.server import bind, serve
 
 from ..wsclient import Closed, connect

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 import trio
 
+from sandbox.app import open_app
 from sandbox.brokers import BrokerConfig, BrokerError, open_broker
 from sandbox.core.engine import EngineConfig
 from sandbox.errors import ConfigError
 from sandbox.features.triggers import triggers_from
-from sandbox.http.app import open_app
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples" / "actions"

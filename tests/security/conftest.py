@@ -35,11 +35,12 @@ import psutil
 import pytest
 import trio
 
+from sandbox.app import open_app
 from sandbox.core.engine import Engine, EngineConfig
 from sandbox.core.isolation import check_bwrap, find_bwrap
 from sandbox.core.limits import Limits
 from sandbox.features.services import ServiceOptions
-from sandbox.http.app import StackApp, open_app
+from sandbox.http.app import StackApp
 from sandbox.http.server import bind, serve
 
 T = TypeVar("T")

@@ -1,0 +1,182 @@
+"""What the commands share: the limit and configuration flags, the config they make, logging."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from ..config import Config
+from ..core.limits import parse_duration
+from ..errors import ConfigError
+from ..logs import formatter
+
+LIMIT_FLAGS = {
+    "cpu": "CPU seconds per call (RLIMIT_CPU), e.g. 10s",
+    "memory": "memory per call, e.g. 512MiB (RLIMIT_AS, or RLIMIT_DATA for JIT runtimes)",
+    "processes": "processes and threads per call (RLIMIT_NPROC; when running as root)",
+    "file-size": "largest file a call may write, e.g. 64MiB",
+    "open-files": "open file descriptors per call",
+    "output": "stdout bytes per call; past it the stream is cut",
+    "body": "request body bytes; past it 413",
+}
+
+
+def add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """Flags shared by every command that runs calls; they override --config."""
+    group = parser.add_argument_group("limits and configuration")
+    group.add_argument(
+        "--config", type=Path, metavar="FILE", help="a YAML config file (see README: Configuration)"
+    )
+    group.add_argument(
+        "--isolate",
+        choices=("auto", "bwrap", "none"),
+        default=None,
+        help="sandbox each call with bubblewrap (default auto: when it works)",
+    )
+    for name, text in LIMIT_FLAGS.items():
+        group.add_argument(f"--{name}", metavar="N", help=text)
+    group.add_argument("--max-running", type=int, metavar="N", help="calls running at once")
+    group.add_argument(
+        "--max-queue",
+        type=int,
+        metavar="N",
+        help="calls waiting for a slot; past it 503 with Retry-After",
+    )
+    group.add_argument(
+        "--network", action="store_true", default=None, help="let calls use the network under bwrap"
+    )
+    group.add_argument(
+        "--warm",
+        action="append",
+        default=[],
+        metavar="N|LANG=N",
+        help="keep N interpreters of each service started ahead of their calls, or N for "
+        "services in LANG (repeatable); each serves one call (python, javascript, php)",
+    )
+    group.add_argument("--warm-idle", metavar="DURATION",
+                       help="a warm pool unused this long shrinks to one (default 60s)",
+                       )  # fmt: skip
+    group.add_argument(
+        "-e",
+        "--env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an environment variable for every call (repeatable)",
+    )
+    group.add_argument(
+        "--registry",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="an extra folder of language YAML files (repeatable)",
+    )
+    group.add_argument("--actions", type=Path, action="append", default=[], metavar="DIR",
+                       help="a folder of actions (repeatable; or STACK_ACTIONS)")  # fmt: skip
+
+
+def load_config(args: argparse.Namespace) -> Config:
+    """The config file (if any) with the command-line flags on top.
+
+    Raises:
+        ConfigError: a bad file, flag or value.
+    """
+    config = Config.from_file(args.config) if args.config else Config()
+    data: dict[str, Any] = {}
+    limits: dict[str, Any] = {}
+    timeout = getattr(args, "timeout", None)
+    if timeout is not None:
+        limits["timeout"] = parse_duration(timeout)
+    for name in LIMIT_FLAGS:
+        value = getattr(args, name.replace("-", "_"))
+        if value is not None:
+            limits[name.replace("-", "_")] = value
+    if limits:
+        data["limits"] = limits
+    if args.isolate is not None:
+        data["isolate"] = args.isolate
+    if args.max_running is not None:
+        data["max_running"] = args.max_running
+    if args.max_queue is not None:
+        data["max_queue"] = args.max_queue
+    if args.network:
+        data["network"] = True
+    if args.registry:
+        data["registry"] = [str(d) for d in args.registry]
+    warm: dict[str, int] = {}
+    for item in getattr(args, "warm", []):
+        language, sep, size = item.rpartition("=")
+        if not size.isdigit() or (sep and not language):
+            raise ConfigError(f"--warm takes N or LANG=N, got {item!r}")
+        warm[language or "*"] = int(size)
+    if warm:
+        data["warm"] = warm
+    if getattr(args, "warm_idle", None):
+        data["warm_idle"] = args.warm_idle
+    env = {}
+    for item in args.env:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--env takes KEY=VALUE, got {item!r}")
+        env[key] = value
+    if env:
+        data["env"] = env
+    return Config.from_mapping(data, source="command line", base=config)
+
+
+def configure_logging(verbose: bool, *, terminal_level: int = logging.INFO,
+                       log_format: str = "text") -> None:  # fmt: skip
+    """Logs to the terminal (call lines only with -v) and to ``$STACK_LOG`` (everything)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        formatter("json")
+        if log_format == "json"
+        else logging.Formatter("%(asctime)s %(name)s %(message)s", "%H:%M:%S")
+    )
+    handler.setLevel(terminal_level)
+    if not verbose:
+        handler.addFilter(lambda record: record.name != "stack.access")
+    root = logging.getLogger("stack")
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    logging.getLogger("hypercorn.error").addHandler(handler)
+    log_file = os.environ.get("STACK_LOG")
+    if log_file:
+        to_file = logging.FileHandler(log_file, encoding="utf-8")
+        to_file.setFormatter(formatter(log_format))
+        root.addHandler(to_file)
+
+
+def exit_code(code: int | None, signal_name: str | None) -> int:
+    if code is not None:
+        return code
+    if signal_name:
+        try:
+            return 128 + int(signal.Signals[signal_name])
+        except KeyError:
+            return 1
+    return 1
+
+
+def broker_from(value: str, config: Config) -> Any:
+    """A broker given as a URL, or as a name from the config's ``brokers``.
+
+    Raises:
+        ConfigError: neither.
+    """
+    from ..brokers import BrokerConfig, brokers_from_mapping
+    from ..errors import ConfigError
+
+    named = brokers_from_mapping(config.brokers, base=config.base)
+    if value in named:
+        return named[value]
+    if "://" not in value:
+        known = ", ".join(sorted(named)) or "none configured"
+        raise ConfigError(f"no broker named {value!r} (brokers: {known}); or give a URL")
+    return BrokerConfig(url=value, name="cli")

@@ -1,0 +1,135 @@
+"""``stack exec FILE``: run one file once, as the server would."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from ..core.control import Event, Head
+from ..core.engine import open_engine
+from ..core.process import CollectIO, Running
+from ..features import jobs as ex
+from .common import add_config_flags, exit_code, load_config
+
+
+def exec_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="stack exec",
+        description="Run one file once, with the server's engine, limits and isolation: "
+        "stdin to stdin, its stdout and stderr to yours, its exit code as ours.",
+    )
+    parser.add_argument("file", type=Path, help="the program (compiled first if its language is)")
+    parser.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the program")
+    parser.add_argument("-l", "--language", help="its language, instead of detecting")
+    parser.add_argument("--json", action="store_true",
+                        help="print the result in Piston's shape instead of streaming")  # fmt: skip
+    parser.add_argument("-t", "--timeout", default=None, help="wall-clock limit (ms, or 5s)")
+    add_config_flags(parser)
+    return parser
+
+
+class _StreamIO(CollectIO):
+    """``stack exec``: our stdin to the program, its output to ours as it comes."""
+
+    def __init__(self, stdin: trio.abc.ReceiveStream | None) -> None:
+        super().__init__()
+        self._in = stdin
+        self._stdout = os.fdopen(os.dup(1), "wb", buffering=0)
+        self._stderr = os.fdopen(os.dup(2), "wb", buffering=0)
+
+    async def receive_stdin(self) -> bytes:
+        if self._in is None:
+            return b""
+        return bytes(await self._in.receive_some(65536))
+
+    async def send_head(self, head: Head) -> None:
+        pass
+
+    async def send_body(self, data: bytes) -> None:
+        await trio.to_thread.run_sync(self._stdout.write, data)
+
+    def on_stderr(self, data: bytes) -> None:
+        self._stderr.write(data)
+
+    def on_event(self, event: Event) -> None:
+        pass
+
+    def on_started(self, running: Running) -> None:
+        pass
+
+    def close(self) -> None:
+        self._stdout.close()
+        self._stderr.close()
+
+
+def exec_command(args: argparse.Namespace) -> int:
+    """``stack exec FILE [ARGS...]``: run one file once; exit with its code."""
+    logging.getLogger("stack").addHandler(logging.StreamHandler(sys.stderr))
+    logging.getLogger("stack").setLevel(logging.WARNING)
+    full = load_config(args)
+    path: Path = args.file
+    if not path.is_file():
+        print(f"stack: {path}: no such file", file=sys.stderr)
+        return 2
+    source = path.read_bytes()
+    result: dict[str, Any] = {}
+
+    async def run() -> int:
+        async with open_engine(full.engine) as engine:
+            registry = engine.registry
+            lang = (registry.get(args.language) if args.language
+                    else registry.detect(path.name, source[:256]))  # fmt: skip
+            engine.interpreter(lang)
+            job = ex.Job(lang, ex._semver(registry.installed(lang).version),
+                         ((path.name, source),), b"", tuple(args.args), engine.config.limits,
+                         ex._stage_limits({}, "compile", engine, compile_stage=True),
+                         engine.config.limits.output or ex.DEFAULT_OUTPUT)  # fmt: skip
+            if args.json:
+                stdin = await trio.to_thread.run_sync(_read_stdin)
+                job = ex.Job(job.language, job.version, job.files, stdin, job.args, job.run,
+                             job.compile, job.output)  # fmt: skip
+                result.update(await ex.execute(engine, job))
+                print(json.dumps(result, indent=2))
+                run = result["run"]
+                return exit_code(run.get("code"), run.get("signal"))
+            async with engine.open_call(job.run) as call:
+                names = await ex.prepare(call, job)
+                build = None
+                if lang.compile:
+                    build = await ex.compile_stage(call, job, names)
+                    if not build.ok:
+                        sys.stderr.buffer.write(build.output)
+                        sys.stderr.flush()
+                        outcome = build.outcome
+                        code = outcome.exit_code if outcome is not None else None
+                        return code or 1
+                piped = None if sys.stdin is None or sys.stdin.isatty() else _stdin_stream()
+                io = _StreamIO(piped)
+                try:
+                    outcome = await call.run(ex.run_invocation(call, job, names, build), io)
+                finally:
+                    io.close()
+                if outcome.reason not in ("ok", "exit", "signal"):
+                    print(f"stack: {outcome.message}", file=sys.stderr)
+                name = signal.Signals(outcome.signal).name if outcome.signal else None
+                return exit_code(outcome.exit_code, name)
+
+    return trio.run(run)
+
+
+def _read_stdin() -> bytes:
+    if sys.stdin is None or sys.stdin.isatty():
+        return b""
+    return sys.stdin.buffer.read()
+
+
+def _stdin_stream() -> trio.abc.ReceiveStream:
+    return trio.lowlevel.FdStream(os.dup(0))

@@ -1,0 +1,232 @@
+"""``stack SCRIPT|DIR`` and ``stack serve``: the HTTP server."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import logging
+import os
+import sys
+from pathlib import Path
+
+import trio
+
+from .. import __version__
+from ..app import open_app
+from ..core.limits import Limits, parse_duration
+from ..features import jobs as ex
+from ..features.actions import directories_from_env, variables_from_env
+from ..features.auth import Authenticator
+from ..features.services import ServiceOptions
+from ..http.server import bind, serve, watch_signals
+from .common import add_config_flags, broker_from, configure_logging, load_config
+
+log = logging.getLogger("stack")
+
+
+def add_server_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--help", action="help", help="show this help and exit")
+    parser.add_argument(
+        "-p",
+        "--port",
+        type=int,
+        default=3000,
+        help="port (default 3000; if taken, the next free one)",
+    )
+    parser.add_argument(
+        "-h", "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)"
+    )
+    parser.add_argument(
+        "-t",
+        "--timeout",
+        default=None,
+        help="wall-clock limit per call: milliseconds, or with a unit (5s)",
+    )
+    parser.add_argument("-l", "--language", help="language of the script(s), instead of detecting")
+    parser.add_argument(
+        "-w", "--watch", action="store_true", help="re-read scripts from disk when they change"
+    )
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="log each call: method, path, status, wall/CPU time, peak memory",
+    )
+    parser.add_argument(
+        "--cgi",
+        action="store_true",
+        help="CGI mode: read Status: and headers from the top of stdout",
+    )
+    parser.add_argument(
+        "--debug", action="store_true", help="put the script's stderr into error responses"
+    )
+    parser.add_argument(
+        "--grace",
+        default="10s",
+        help="on SIGTERM, how long calls in flight may finish (default 10s; a second "
+        "SIGTERM stops at once)",
+    )
+    add_config_flags(parser)
+    parser.add_argument(
+        "--insecure",
+        action="store_true",
+        help="allow a non-loopback address with no authentication",
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default="text",
+        help="log lines as text, or one JSON object per line (also for STACK_LOG)",
+    )
+    parser.add_argument("--version", action="version", version=f"stack {__version__}")  # fmt: skip
+
+
+def script_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="stack",
+        add_help=False,
+        description="Serve a script (or a folder of scripts) over HTTP; every request runs "
+        "in a freshly spawned interpreter.",
+        epilog="Other commands: stack serve, stack exec, stack languages "
+        "(`stack COMMAND --help` for theirs).",
+    )
+    parser.add_argument("path", type=Path, help="a script, or a folder of scripts")
+    add_server_flags(parser)
+    return parser
+
+
+def serve_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="stack serve",
+        add_help=False,
+        description="The full server for a platform: the execute API (Piston v2: "
+        "/api/v2/execute, /api/v2/runtimes, /api/v2/connect), plus the services of --services.",
+    )
+    parser.add_argument(
+        "--services", type=Path, metavar="DIR", help="also serve this script or folder of scripts"
+    )
+    parser.add_argument(
+        "--execute-output",
+        metavar="SIZE",
+        default=None,
+        help="bytes kept per stream of a submitted job (default 1MiB)",
+    )
+    parser.add_argument(
+        "--gateway",
+        metavar="BROKER",
+        help="serve the broker gateway (/publish, /request, /subscribe, /ws) "
+        "for this broker: a URL or a name from the config",
+    )
+    parser.add_argument("--no-execute", action="store_true",
+                        help="do not serve the execute API (/api/v2)")  # fmt: skip
+    add_server_flags(parser)
+    return parser
+
+
+def serve_path(args: argparse.Namespace) -> int:
+    """``stack SCRIPT|DIR``: serve it until SIGINT/SIGTERM."""
+    path: Path = args.path
+    if not path.exists():
+        print(f"stack: {path}: no such file or folder", file=sys.stderr)
+        return 2
+    return _run_server(args, path, execute=False)
+
+
+def serve_command(args: argparse.Namespace) -> int:
+    """``stack serve``: the execute API, plus services when given."""
+    path: Path | None = args.services
+    if path is not None and not path.exists():
+        print(f"stack: {path}: no such file or folder", file=sys.stderr)
+        return 2
+    return _run_server(args, path, execute=not args.no_execute)
+
+
+def loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def _run_server(args: argparse.Namespace, path: Path | None, *, execute: bool) -> int:
+    configure_logging(args.verbose, log_format=args.log_format)
+    full = load_config(args)
+    options = ServiceOptions(language=args.language, cgi=args.cgi, watch=args.watch, env=full.env)
+    output = ex.DEFAULT_OUTPUT
+    if getattr(args, "execute_output", None):
+        output = Limits.from_mapping({"output": args.execute_output}).output or output
+    authenticator = Authenticator.from_mapping(full.auth, full.rate_limit, base=full.base)
+    if not authenticator.enabled and not loopback(args.host):
+        if not args.insecure:
+            print(
+                f"stack: refusing to listen on {args.host} with no authentication: anyone who "
+                "can reach it could run code here. Configure auth (API keys or JWT, see "
+                "README: Authentication) or pass --insecure if that is what you want.",
+                file=sys.stderr,
+            )
+            return 2
+        log.warning("--insecure: listening on %s with NO authentication", args.host)
+    sock = bind(args.host, args.port)
+    grace = parse_duration(args.grace, default_unit="s")
+
+    action_dirs = [*args.actions, *directories_from_env(os.environ)]
+    variables = variables_from_env(os.environ)
+    from ..brokers import brokers_from_mapping
+    from ..features.triggers import describe, triggers_from
+
+    broker_configs = brokers_from_mapping(full.brokers, base=full.base)
+    triggers = triggers_from(list(full.triggers) or None, broker_configs)
+    gateway = None
+    if getattr(args, "gateway", None):
+        gateway = broker_from(args.gateway, full)
+    reporting = os.environ.get("STACK_REPORTING_URL") or None
+
+    async def run() -> None:
+        async with open_app(path, full.engine, options, debug=args.debug, execute=execute,
+                            actions=action_dirs, variables=variables,
+                            reporting_url=reporting, gateway=gateway,
+                            brokers=broker_configs, triggers=triggers, auth=authenticator,
+                            execute_output=output) as app:  # fmt: skip
+            for line in describe(triggers):
+                log.warning("trigger: %s", line)
+            if app.engine.isolation == "none":
+                log.warning(
+                    "isolation: none - scripts run without a sandbox (trusted code only; "
+                    "use --isolate bwrap for untrusted code)"
+                )
+            draining = trio.Event()
+
+            async def drain() -> None:
+                await draining.wait()
+                app.health.draining = True
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(watch_signals, draining, nursery.cancel_scope)
+
+                async def serving(task_status: trio.TaskStatus[str]) -> None:
+                    await serve(app, sock, shutdown_trigger=drain, grace=grace,
+                                task_status=task_status)  # fmt: skip
+                    nursery.cancel_scope.cancel()  # served out: stop watching signals
+
+                url = await nursery.start(serving)
+                what = str(path) if path is not None else "the execute API"
+                if action_dirs and app.actions is not None:
+                    what += f" and {len(app.actions.actions)} actions"
+                    if path is None and not execute:
+                        what = f"{len(app.actions.actions)} actions"
+                where = url + "/"
+                if path is not None and app.services.single is None:
+                    names = app.services.names()
+                    where += f" ({', '.join(names[:12])}{' ...' if len(names) > 12 else ''})"
+                if execute:
+                    where += f" and {url}/api/v2/execute"
+                print(f"stack: serving {what} at {where} [isolate={app.engine.isolation}]",
+                      file=sys.stderr, flush=True)  # fmt: skip
+                pools = app.engine.pool_stats()
+                if pools:
+                    warm = ", ".join(f"{p.key.removeprefix('service:')} {p.size} {p.language}"
+                                     for p in pools)  # fmt: skip
+                    print(f"stack: warm pools: {warm}", file=sys.stderr, flush=True)
+
+    trio.run(run)
+    return 0
