@@ -43,13 +43,12 @@ FIELDS = {
     "package",
     "version",
     "run",
-    "inline",
     "prelude",
     "memory_limit",
     "env",
 }
 OPTIONAL_FIELDS = {"hook_env", "description", "warm"}
-PLACEHOLDERS = {"{interpreter}", "{prelude}", "{script}", "{code}"}
+PLACEHOLDERS = {"{interpreter}", "{prelude}", "{script}"}
 
 
 # -- running a script ---------------------------------------------------------
@@ -402,7 +401,7 @@ def test_registry_entry_is_complete(name: str) -> None:
     assert all(isinstance(k, str) and isinstance(v, str) for k, v in spec["env"].items())
     assert spec.get("hook_env", False) in (True, False, "fit", "whole")
     assert (PRELUDES / spec["prelude"]).is_file()
-    for key in ("version", "run", "inline"):
+    for key in ("version", "run"):
         assert all(isinstance(item, str) for item in spec[key])
         for item in spec[key]:
             assert set(re.findall(r"\{[^}]*\}", item)) <= PLACEHOLDERS

@@ -10,10 +10,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import trio
+
 from ..config import Config
 from ..core.limits import parse_duration
 from ..errors import ConfigError
 from ..logs import formatter
+
+log = logging.getLogger("stack")
 
 LIMIT_FLAGS = {
     "cpu": "CPU seconds per call (RLIMIT_CPU), e.g. 10s",
@@ -180,3 +184,19 @@ def broker_from(value: str, config: Config) -> Any:
         known = ", ".join(sorted(named)) or "none configured"
         raise ConfigError(f"no broker named {value!r} (brokers: {known}); or give a URL")
     return BrokerConfig(url=value, name="cli")
+
+
+async def watch_signals(first: trio.Event, stop_now: trio.CancelScope) -> None:
+    """The first SIGTERM/SIGINT sets ``first`` (drain); a second cancels ``stop_now``."""
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for number in signals:
+            if not first.is_set():
+                log.warning(
+                    "%s: finishing calls in flight (send it again to stop at once)",
+                    signal.Signals(number).name,
+                )
+                first.set()
+            else:
+                log.warning("second signal: stopping now, killing calls in flight")
+                stop_now.cancel()
+                return

@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
 import signal
 import sys
 from pathlib import Path
-from typing import Any
 
 import trio
 
 from ..core.control import Event, Head
-from ..core.engine import open_engine
+from ..core.engine import Build, open_engine
 from ..core.process import CollectIO, Running
 from ..features import jobs as ex
 from .common import add_config_flags, exit_code, load_config
@@ -80,47 +80,36 @@ def exec_command(args: argparse.Namespace) -> int:
         print(f"stack: {path}: no such file", file=sys.stderr)
         return 2
     source = path.read_bytes()
-    result: dict[str, Any] = {}
 
     async def run() -> int:
         async with open_engine(full.engine) as engine:
-            registry = engine.registry
-            lang = (registry.get(args.language) if args.language
-                    else registry.detect(path.name, source[:256]))  # fmt: skip
-            engine.interpreter(lang)
-            job = ex.Job(lang, ex._semver(registry.installed(lang).version),
-                         ((path.name, source),), b"", tuple(args.args), engine.config.limits,
-                         ex._stage_limits({}, "compile", engine, compile_stage=True),
-                         engine.config.limits.output or ex.DEFAULT_OUTPUT)  # fmt: skip
+            job = ex.file_job(engine, path.name, source, language=args.language, args=args.args)
             if args.json:
                 stdin = await trio.to_thread.run_sync(_read_stdin)
-                job = ex.Job(job.language, job.version, job.files, stdin, job.args, job.run,
-                             job.compile, job.output)  # fmt: skip
-                result.update(await ex.execute(engine, job))
+                result = await ex.execute(engine, dataclasses.replace(job, stdin=stdin))
                 print(json.dumps(result, indent=2))
                 run = result["run"]
                 return exit_code(run.get("code"), run.get("signal"))
-            async with engine.open_call(job.run) as call:
-                names = await ex.prepare(call, job)
-                build = None
-                if lang.compile:
-                    build = await ex.compile_stage(call, job, names)
-                    if not build.ok:
-                        sys.stderr.buffer.write(build.output)
-                        sys.stderr.flush()
-                        outcome = build.outcome
-                        code = outcome.exit_code if outcome is not None else None
-                        return code or 1
-                piped = None if sys.stdin is None or sys.stdin.isatty() else _stdin_stream()
-                io = _StreamIO(piped)
-                try:
-                    outcome = await call.run(ex.run_invocation(call, job, names, build), io)
-                finally:
-                    io.close()
-                if outcome.reason not in ("ok", "exit", "signal"):
-                    print(f"stack: {outcome.message}", file=sys.stderr)
-                name = signal.Signals(outcome.signal).name if outcome.signal else None
-                return exit_code(outcome.exit_code, name)
+
+            async def compiled(build: Build) -> None:
+                if not build.ok:
+                    sys.stderr.buffer.write(build.output)
+                    sys.stderr.flush()
+
+            piped = None if sys.stdin is None or sys.stdin.isatty() else _stdin_stream()
+            io = _StreamIO(piped)
+            try:
+                done = await ex.run_job(engine, job, io, on_compiled=compiled)
+            finally:
+                io.close()
+            outcome = done.outcome
+            if outcome is None:  # the compile failed
+                failed = done.build.outcome if done.build is not None else None
+                return (failed.exit_code if failed is not None else None) or 1
+            if outcome.reason not in ("ok", "exit", "signal"):
+                print(f"stack: {outcome.message}", file=sys.stderr)
+            name = signal.Signals(outcome.signal).name if outcome.signal else None
+            return exit_code(outcome.exit_code, name)
 
     return trio.run(run)
 

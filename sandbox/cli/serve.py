@@ -18,8 +18,8 @@ from ..features import jobs as ex
 from ..features.actions import directories_from_env, variables_from_env
 from ..features.auth import Authenticator
 from ..features.services import ServiceOptions
-from ..http.server import bind, serve, watch_signals
-from .common import add_config_flags, broker_from, configure_logging, load_config
+from ..http.server import bind, serve
+from .common import add_config_flags, broker_from, configure_logging, load_config, watch_signals
 
 log = logging.getLogger("stack")
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
 import sys
 from collections.abc import Sequence
 
@@ -16,7 +15,7 @@ from ..core.engine import open_engine
 from ..errors import StackError
 from ..features import actions as act
 from ..features.worker import QUEUE, SUBJECT, serve_worker
-from .common import add_config_flags, broker_from, configure_logging, load_config
+from .common import add_config_flags, broker_from, configure_logging, load_config, watch_signals
 
 log = logging.getLogger("stack")
 
@@ -64,7 +63,7 @@ async def _run(args: argparse.Namespace, config: object, directories: list[objec
                 open_broker(broker_from(args.broker, config)) as broker,
                 trio.open_nursery() as nursery,
             ):
-                nursery.start_soon(_signals, stop, nursery.cancel_scope)
+                nursery.start_soon(watch_signals, stop, nursery.cancel_scope)
                 await nursery.start(_announce, broker.name, args, len(actions))
                 handled = await serve_worker(
                     engine, actions, broker, variables=act.variables_from_env(os.environ),
@@ -87,13 +86,3 @@ async def _announce(
     print(f"stack: worker on {name} ({args.broker}), subject {args.subject}, queue group "
           f"{args.queue}, {count} actions", file=sys.stderr, flush=True)  # fmt: skip
     task_status.started()
-
-
-async def _signals(stop: trio.Event, now: trio.CancelScope) -> None:
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async for _ in signals:
-            if not stop.is_set():
-                stop.set()
-            else:
-                now.cancel()
-                return

@@ -11,7 +11,6 @@ import shutil
 import stat
 import subprocess
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from ..errors import ConfigError
@@ -55,20 +54,6 @@ class UidPool:
         """Give a uid back once every process of its call is dead."""
         self._lent -= 1
         self._free.append(uid - self.base)
-
-
-@dataclass(frozen=True)
-class Sandbox:
-    """Where things are, as the script sees them.
-
-    Attributes:
-        workdir: the call's directory as the script sees it (cwd, HOME, TMPDIR).
-        code: a directory holding the script and preludes as the script sees
-            them, or None when paths are the host's.
-    """
-
-    workdir: PurePosixPath
-    code: PurePosixPath | None
 
 
 def bwrap_argv(

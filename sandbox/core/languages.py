@@ -23,7 +23,7 @@ from ..errors import ConfigError, InterpreterMissing, UnknownLanguage
 _VERSION = re.compile(r"(\d+\.\d+(?:\.\d+)?)")
 _FIELDS = {
     "name", "aliases", "extensions", "shebangs", "interpreter", "package", "version",
-    "run", "inline", "prelude", "memory_limit", "env", "hook_env", "description", "compile",
+    "run", "prelude", "memory_limit", "env", "hook_env", "description", "compile",
     "entry", "warm",
 }  # fmt: skip
 
@@ -41,7 +41,6 @@ class Language:
         package: the Debian package that provides the interpreter.
         version_cmd: argv printing the version.
         run: argv template running a file (``{interpreter}``, ``{prelude}``, ``{script}``).
-        inline: argv template running inline code (``{code}``), informational.
         prelude: absolute path of the prelude file, if any.
         memory_limit: ``"as"`` or ``"data"``: which rlimit caps memory.
         env: extra environment for every call.
@@ -67,7 +66,6 @@ class Language:
     shebangs: tuple[str, ...] = ()
     package: str = ""
     version_cmd: tuple[str, ...] = ()
-    inline: tuple[str, ...] = ()
     prelude: Path | None = None
     memory_limit: str = "as"
     env: Mapping[str, str] = field(default_factory=dict)
@@ -133,7 +131,6 @@ class Language:
             shebangs=strings("shebangs"),
             package=str(data.get("package") or data["interpreter"]),
             version_cmd=strings("version"),
-            inline=strings("inline"),
             prelude=prelude_path,
             memory_limit=str(data.get("memory_limit", "as")),
             env={str(k): str(v) for k, v in env.items()},

@@ -14,18 +14,18 @@ import base64
 import binascii
 import json
 import signal
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import semantic_version
 
-from ..core.engine import Build, Call, Engine
+from ..core.engine import Build, Engine
 from ..core.invocation import Invocation
 from ..core.languages import Language, Registry
 from ..core.limits import Limits
-from ..core.process import CollectIO, Outcome, signal_name
+from ..core.process import CallIO, CollectIO, Outcome, signal_name
 from ..errors import LimitTooHigh, RequestError, UnknownLanguage
 
 DEFAULT_OUTPUT = 1024 * 1024
@@ -265,34 +265,80 @@ def stage_result(outcome: Outcome | None, collect: CollectIO | Build | None) -> 
     }
 
 
-async def prepare(call: Call, job: Job) -> list[str]:
-    """Write the job's files into the call's directory; returns their names."""
-    names = []
-    for name, content in job.files:
-        call.write_file(name, content)
-        names.append(name)
-    return names
+def file_job(engine: Engine, name: str, source: bytes, *, language: str | None = None,
+             args: Sequence[str] = (), stdin: bytes = b"") -> Job:  # fmt: skip
+    """A job running one file with the engine's default limits (``stack exec``).
+
+    Raises:
+        UnknownLanguage: ``language`` is unknown, or none is detected from the file.
+        InterpreterMissing: the language is not installed.
+    """
+    registry = engine.registry
+    lang = registry.get(language) if language else registry.detect(name, source[:256])
+    engine.interpreter(lang)
+    output = engine.config.limits.output or DEFAULT_OUTPUT
+    compile_limits = _stage_limits({}, "compile", engine, compile_stage=True)
+    return Job(lang, _semver(registry.installed(lang).version), ((name, source),), stdin,
+               tuple(args), engine.config.limits, compile_limits, output)  # fmt: skip
 
 
-async def compile_stage(call: Call, job: Job, names: Sequence[str]) -> Build:
-    """Compile the job (its language has a compile step)."""
-    entry = call.workdir / names[0]
-    invocation = Invocation(job.language, entry, stderr_limit=job.output)
-    return await call.build(invocation, names, limits=job.compile)
+@dataclass(frozen=True)
+class JobResult:
+    """What running a job gave.
+
+    Attributes:
+        build: the compile stage (None: the language has none).
+        outcome: the run stage (None: the compile failed, nothing ran).
+    """
+
+    build: Build | None
+    outcome: Outcome | None
 
 
-def run_invocation(call: Call, job: Job, names: Sequence[str], build: Build | None,
-                   *, stdin: bool = True) -> Invocation:  # fmt: skip
-    """The run stage of a job."""
-    return Invocation(
-        job.language,
-        call.workdir / names[0],
-        door="execute",
-        args=job.args,
-        stdin=job.stdin if stdin else b"",
-        build=build.directory if build is not None else None,
-        stderr_limit=job.output,
-    )
+async def run_job(engine: Engine, job: Job, io: CallIO, *, feed_stdin: bool = True,
+                  on_stage: Callable[[str], Awaitable[None]] | None = None,
+                  on_compiled: Callable[[Build], Awaitable[None]] | None = None,
+                  ) -> JobResult:  # fmt: skip
+    """Run a job to its end: its files written, compiled when its language is, then run.
+
+    The one runner of ``/api/v2/execute``, the ``/api/v2/connect`` WebSocket and
+    ``stack exec``. A job with the default run limits takes a warm process
+    when the language has a pool (see :func:`add_pools`).
+
+    Args:
+        io: the run stage's streams (a :class:`CollectIO`, or a front door's).
+        feed_stdin: write ``job.stdin`` before what ``io`` gives (False when
+            ``io`` already holds it, as a :class:`CollectIO` made with it).
+        on_stage: awaited with ``"compile"`` and ``"run"`` as each starts.
+        on_compiled: awaited with the finished build, before the run.
+
+    Raises:
+        Overloaded: every slot busy and the queue full.
+    """
+    run_limits = Limits(**{**job.run.to_json(), "output": job.output})
+    async with engine.open_call(run_limits, warm=pool_key(job.language)) as call:
+        names = []
+        for name, content in job.files:
+            call.write_file(name, content)
+            names.append(name)
+        entry = call.workdir / names[0]
+        build = None
+        if job.language.compile:
+            if on_stage is not None:
+                await on_stage("compile")
+            invocation = Invocation(job.language, entry, stderr_limit=job.output)
+            build = await call.build(invocation, names, limits=job.compile)
+            if on_compiled is not None:
+                await on_compiled(build)
+            if not build.ok:
+                return JobResult(build, None)
+        if on_stage is not None:
+            await on_stage("run")
+        run = Invocation(job.language, entry, door="execute", args=job.args,
+                         stdin=job.stdin if feed_stdin else b"",
+                         build=build.directory if build is not None else None,
+                         stderr_limit=job.output)  # fmt: skip
+        return JobResult(build, await call.run(run, io))
 
 
 def pool_key(language: Language) -> str:
@@ -317,21 +363,16 @@ def add_pools(engine: Engine, output: int = DEFAULT_OUTPUT) -> None:
 
 async def execute(engine: Engine, job: Job) -> dict[str, Any]:
     """Run a job to the end; the Piston-shaped result."""
-    run_limits = Limits(**{**job.run.to_json(), "output": job.output})
-    async with engine.open_call(run_limits, warm=pool_key(job.language)) as call:
-        names = await prepare(call, job)
-        result: dict[str, Any] = {"language": job.language.name, "version": job.version}
-        build = None
-        if job.language.compile:
-            build = await compile_stage(call, job, names)
-            result["compile"] = stage_result(build.outcome, build)
-            if not build.ok:
-                result["run"] = result["compile"]  # as Piston does when the run never started
-                return result
-        collect = CollectIO(job.stdin)
-        outcome = await call.run(run_invocation(call, job, names, build, stdin=False), collect)
-        result["run"] = stage_result(outcome, collect)
-        return result
+    collect = CollectIO(job.stdin)
+    done = await run_job(engine, job, collect, feed_stdin=False)
+    result: dict[str, Any] = {"language": job.language.name, "version": job.version}
+    if done.build is not None:
+        result["compile"] = stage_result(done.build.outcome, done.build)
+    if done.outcome is None:
+        result["run"] = result["compile"]  # as Piston does when the run never started
+    else:
+        result["run"] = stage_result(done.outcome, collect)
+    return result
 
 
 SIGNALS = {name: int(sig) for name, sig in signal.Signals.__members__.items()}
@@ -357,9 +398,12 @@ def dumps(value: Any) -> bytes:
 
 __all__ = [
     "Job",
+    "JobResult",
     "execute",
+    "file_job",
     "parse_job",
     "parse_signal",
+    "run_job",
     "runtimes",
     "stage_result",
 ]

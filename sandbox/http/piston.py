@@ -17,8 +17,7 @@ from typing import Any
 import trio
 
 from ..core.control import Event, Head
-from ..core.engine import Engine
-from ..core.limits import Limits
+from ..core.engine import Build, Engine
 from ..core.process import CollectIO, Running
 from ..errors import BodyTooLarge, RequestError, StackError
 from ..features import jobs as ex
@@ -238,26 +237,19 @@ async def handle_connect(engine: Engine, scope: Scope, receive: Receive, send: S
 
 async def _run_job(engine: Engine, job: ex.Job, io: _WsIO,
                    outgoing: trio.MemorySendChannel[dict[str, Any]]) -> None:  # fmt: skip
-    run_limits = Limits(**{**job.run.to_json(), "output": job.output})
-    async with engine.open_call(run_limits, warm=ex.pool_key(job.language)) as call:
-        names = await ex.prepare(call, job)
-        build = None
-        if job.language.compile:
-            await outgoing.send({"type": "stage", "stage": "compile"})
-            build = await ex.compile_stage(call, job, names)
-            for stream, data in (("stdout", build.stdout), ("stderr", build.stderr)):
-                if data:
-                    text = data.decode("utf-8", "replace")
-                    await outgoing.send({"type": "data", "stream": stream, "data": text})
-            stage = ex.stage_result(build.outcome, build)
-            await outgoing.send(_exit("compile", stage))
-            if not build.ok:
-                return
-        await outgoing.send({"type": "stage", "stage": "run"})
-        invocation = ex.run_invocation(call, job, names, build)
-        outcome = await call.run(invocation, io)
-        collect = CollectIO()
-        await outgoing.send(_exit("run", ex.stage_result(outcome, collect)))
+    async def stage(name: str) -> None:
+        await outgoing.send({"type": "stage", "stage": name})
+
+    async def compiled(build: Build) -> None:
+        for stream, data in (("stdout", build.stdout), ("stderr", build.stderr)):
+            if data:
+                text = data.decode("utf-8", "replace")
+                await outgoing.send({"type": "data", "stream": stream, "data": text})
+        await outgoing.send(_exit("compile", ex.stage_result(build.outcome, build)))
+
+    done = await ex.run_job(engine, job, io, on_stage=stage, on_compiled=compiled)
+    if done.outcome is not None:
+        await outgoing.send(_exit("run", ex.stage_result(done.outcome, CollectIO())))
 
 
 def _exit(stage: str, result: dict[str, Any]) -> dict[str, Any]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import errno
 import logging
-import signal
 import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -43,29 +42,6 @@ def bind(host: str, port: int, *, tries: int = 100) -> socket.socket:
         sock.set_inheritable(True)
         return sock
     raise ConfigError(f"no free port from {port} to {port + tries - 1} on {host}: {last}")
-
-
-async def wait_for_signal() -> None:
-    """Return on SIGINT or SIGTERM (the graceful shutdown trigger)."""
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async for _ in signals:
-            return
-
-
-async def watch_signals(first: trio.Event, stop_now: trio.CancelScope) -> None:
-    """The first SIGTERM/SIGINT sets ``first`` (drain); a second cancels ``stop_now``."""
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async for number in signals:
-            if not first.is_set():
-                log.warning(
-                    "%s: finishing calls in flight (send it again to stop at once)",
-                    signal.Signals(number).name,
-                )
-                first.set()
-            else:
-                log.warning("second signal: stopping now, killing calls in flight")
-                stop_now.cancel()
-                return
 
 
 async def serve(
