@@ -336,18 +336,3 @@ def _jwt(data: Any, base: Path) -> JwtConfig:
     except (OSError, ValueError, jwt.PyJWTError) as exc:
         raise ConfigError(f"auth.jwt: cannot load the key: {exc}") from exc
     return JwtConfig(algorithms, key, jwks, data.get("audience"), data.get("issuer"))
-
-
-def scope_of(path: str) -> str | None:
-    """The scope a path needs (None: no auth, for health checks)."""
-    if path in ("/healthz", "/readyz"):
-        return None
-    if path == "/metrics":
-        return "admin"
-    if path.startswith("/api/v2"):
-        return "execute"
-    if path.startswith(("/actions", "/request", "/openapi.json")):
-        return "actions"
-    if path.startswith(("/publish", "/subscribe", "/ws", "/broker")):
-        return "publish"
-    return "services"

@@ -15,8 +15,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..core.engine import Engine
+from ..errors import BodyTooLarge, RequestError
 from ..features import actions as act
 from ..features.reporting import Reporter
+from .body import read_body
 from .types import Receive, Scope, Send, SendJson
 
 MAX_REQUEST = 16 * 1024 * 1024
@@ -106,20 +108,13 @@ class ActionRoutes:
 
 
 async def _read(receive: Receive) -> bytes | act.ActionError:
-    parts: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return act.ActionError("invalid_request", "request", "the client went away")
-        data = message.get("body", b"")
-        size += len(data)
-        if size > MAX_REQUEST:
-            return act.ActionError("body_too_large", "request",
-                                   f"the request body is over {MAX_REQUEST} bytes")  # fmt: skip
-        parts.append(data)
-        if not message.get("more_body", False):
-            return b"".join(parts)
+    try:
+        return await read_body(receive, MAX_REQUEST)
+    except BodyTooLarge:
+        return act.ActionError("body_too_large", "request",
+                               f"the request body is over {MAX_REQUEST} bytes")  # fmt: skip
+    except RequestError as exc:
+        return act.ActionError("invalid_request", "request", exc.message)
 
 
 def _decode(body: bytes | act.ActionError) -> Any:

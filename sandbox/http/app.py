@@ -34,7 +34,9 @@ from ..features.services import Service, Services
 from . import piston
 from . import request as hooklib
 from .actions import ActionRoutes
+from .body import Body
 from .gateway import Gateway
+from .routes import route_of
 from .types import Message, Receive, Scope, Send
 
 SOFTWARE = "stack/0.1"
@@ -52,62 +54,6 @@ def new_request_id() -> str:
     return secrets.token_hex(8)
 
 
-class _Body:
-    """Reads the ASGI request body once; watches for the client going away."""
-
-    def __init__(self, receive: Receive, limit: int | None) -> None:
-        self.receive = receive
-        self.limit = limit
-        self.received = 0
-        self.done = False
-        self.disconnected = trio.Event()
-        self._finished = trio.Event()
-
-    async def chunk(self) -> bytes:
-        """The next body bytes; b"" at the end.
-
-        Raises:
-            BodyTooLarge: past the body limit.
-        """
-        while not self.done:
-            message = await self.receive()
-            if message["type"] == "http.disconnect":
-                self.done = True
-                self.disconnected.set()
-                self._finished.set()
-                return b""
-            data: bytes = message.get("body", b"")
-            if not message.get("more_body", False):
-                self.done = True
-            self.received += len(data)
-            if self.limit is not None and self.received > self.limit:
-                self.done = True
-                raise BodyTooLarge(
-                    f"the request body is over the limit of {self.limit} bytes", limit=self.limit
-                )
-            if data:
-                return data
-        return b""
-
-    async def read_all(self) -> bytes:
-        parts = []
-        while data := await self.chunk():
-            parts.append(data)
-        return b"".join(parts)
-
-    async def wait_disconnect(self) -> None:
-        """Wait until the body is read, then for ``http.disconnect``."""
-        await self._finished.wait()
-        while not self.disconnected.is_set():
-            message = await self.receive()
-            if message["type"] == "http.disconnect":
-                self.disconnected.set()
-
-    def mark_done(self) -> None:
-        """The body has been read to its end (or the client left)."""
-        self._finished.set()
-
-
 class _HttpIO:
     """The core's CallIO for one HTTP request.
 
@@ -116,7 +62,7 @@ class _HttpIO:
     whole, with its X-Stack-Usage and a Content-Length.
     """
 
-    def __init__(self, send: Send, body: _Body, request_id: str, stream: bool,
+    def __init__(self, send: Send, body: Body, request_id: str, stream: bool,
                  method: str) -> None:  # fmt: skip
         self._send = send
         self._body = body
@@ -341,6 +287,12 @@ class StackApp:
         self.gateway = gateway
         self.health = health or Health(engine)
         self.auth = auth or Authenticator()
+        # The front doors this app serves (see sandbox.http.routes).
+        doors = {"ops", "service"}
+        doors |= {"execute"} if execute else set()
+        doors |= {"action"} if actions is not None else set()
+        doors |= {"gateway"} if gateway is not None else set()
+        self.doors = frozenset(doors)
         if metrics is None:
             metrics = Metrics()
             metrics.watch_engine(engine)
@@ -380,16 +332,18 @@ class StackApp:
             await _lifespan_noop(receive, send)
             return
         if scope["type"] in ("http", "websocket"):
+            scope["stack.route"] = route_of(_route_path(scope), self.doors)
             admitted = await self._admit(scope, receive, send)
             if admitted is None:
                 return
             send = admitted
         if scope["type"] == "websocket":
             path = _route_path(scope)
-            if self.gateway is not None and self.gateway.handles(path):
+            door = scope["stack.route"].door
+            if door == "gateway" and self.gateway is not None:
                 await self.gateway.websocket(path, scope, receive, send)
                 return
-            if self.execute and path == f"{piston.PREFIX}/connect":
+            if door == "execute" and path == f"{piston.PREFIX}/connect":
                 await piston.handle_connect(self.engine, scope, receive, send, self.execute_output)
             else:
                 await send({"type": "websocket.close", "code": 4404, "reason": "Not Found"})
@@ -404,7 +358,7 @@ class StackApp:
         Returns the ``send`` to use (it adds the X-RateLimit headers), or None
         when the request was refused (401, 403 or 429 already sent).
         """
-        needed = auth.scope_of(_route_path(scope))
+        needed = scope["stack.route"].scope
         if needed is None:
             return send
         headers = [(k.decode("latin-1").lower(), v.decode("latin-1"))
@@ -484,20 +438,19 @@ class StackApp:
                       request_id: str) -> Outcome | None:  # fmt: skip
         path = _route_path(scope)
         root = scope.get("root_path", "")
-        if path in ("/healthz", "/readyz", "/metrics"):
+        door = scope["stack.route"].door
+        if door == "ops":
             await self._operations(path, send, request_id)
             return None
-        if self.execute and path.startswith(piston.PREFIX):
+        if door == "execute":
             routed = dict(scope, path=path)
             if await piston.handle_http(self.engine, routed, receive, send, send_json,
                                         request_id, self.execute_output):  # fmt: skip
                 return None
-        if self.gateway is not None and self.gateway.handles(path):
+        if door == "gateway" and self.gateway is not None:
             await self.gateway.http(path, scope, receive, send, send_json, request_id)
             return None
-        if self.actions is not None and (
-            path in ("/openapi.json", "/request") or path.startswith("/actions")
-        ):
+        if door == "action" and self.actions is not None:
             if await self.actions.handle(path, scope, receive, send, send_json, request_id):
                 return None
         if path == "/" and self._services is None:
@@ -530,7 +483,7 @@ class StackApp:
                     f"the request body ({length} bytes) is over the limit of {limits.body} bytes",
                     limit=limits.body,
                 )
-        body = _Body(receive, limits.body)
+        body = Body(receive, limits.body)
         kind = hooklib.body_kind(info.header("content-type"))
         params = hooklib.parse_query(info.query_string)
         stdin = b""
@@ -587,7 +540,7 @@ class StackApp:
             )
         return built.directory
 
-    async def _uploads(self, call: Call, body: _Body, info: hooklib.RequestInfo,
+    async def _uploads(self, call: Call, body: Body, info: hooklib.RequestInfo,
                        params: dict[str, Any]) -> bytes:  # fmt: skip
         directory, view = call.upload_dir()
         boundary = hooklib.multipart_boundary(info.header("content-type") or "")
@@ -603,7 +556,7 @@ class StackApp:
         body.mark_done()
         return b"".join(raw)
 
-    async def _run(self, call: Call, invocation: Invocation, body: _Body, stream: bool,
+    async def _run(self, call: Call, invocation: Invocation, body: Body, stream: bool,
                    send: Send, request_id: str, method: str) -> Outcome | None:  # fmt: skip
         async with trio.open_nursery() as nursery:
             io = _HttpIO(send, body, request_id, stream, method)
@@ -665,7 +618,7 @@ class StackApp:
         await send_json(send, 200, {"services": listing}, request_id)
 
 
-async def _drain(body: _Body) -> None:
+async def _drain(body: Body) -> None:
     """Read and drop the rest of a body the script did not read.
 
     A client that sends its whole body before reading the answer (most do)
@@ -744,8 +697,8 @@ def _log_access(scope: Scope, status: int, request_id: str, started: float,
     """One line per request; with --log-format json, its fields as JSON."""
     elapsed = time.monotonic() - started
     path = scope.get("path", "")
-    door = ("execute" if path.startswith("/api/v2")
-            else "action" if path.startswith(("/actions", "/request")) else "service")  # fmt: skip
+    route = scope.get("stack.route")
+    door = route.door if route is not None else route_of(_route_path(scope)).door
     principal = scope.get("stack.principal")
     fields: dict[str, Any] = {
         "request_id": request_id,

@@ -25,6 +25,8 @@ from typing import Any
 import trio
 
 from ..brokers import Broker, BrokerError, BrokerTimeout, BrokerUnavailable, subjects
+from ..errors import BodyTooLarge
+from .body import read_body
 from .types import Message, Receive, Scope, Send, SendJson
 
 MAX_BODY = 8 * 1024 * 1024
@@ -70,10 +72,6 @@ class Gateway:
     def __init__(self, broker: Broker, *, timeout: float = REQUEST_TIMEOUT) -> None:
         self.broker = broker
         self.timeout = timeout
-
-    def handles(self, path: str) -> bool:
-        """Whether ``path`` is a gateway route."""
-        return path.startswith(("/publish/", "/request/", "/subscribe/")) or path == "/ws"
 
     async def http(self, path: str, scope: Scope, receive: Receive, send: Send,
                    send_json: SendJson, request_id: str) -> None:  # fmt: skip
@@ -242,16 +240,8 @@ def _payload(data: bytes) -> dict[str, Any]:
 
 
 async def _read(receive: Receive) -> bytes | None:
-    parts: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return b"".join(parts)
-        data = message.get("body", b"")
-        size += len(data)
-        if size > MAX_BODY:
-            return None
-        parts.append(data)
-        if not message.get("more_body", False):
-            return b"".join(parts)
+    """The body; None when it is over MAX_BODY."""
+    try:
+        return await read_body(receive, MAX_BODY)
+    except BodyTooLarge:
+        return None

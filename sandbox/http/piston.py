@@ -19,8 +19,9 @@ import trio
 from ..core.control import Event, Head
 from ..core.engine import Build, Engine
 from ..core.process import CollectIO, Running
-from ..errors import BodyTooLarge, RequestError, StackError
+from ..errors import StackError
 from ..features import jobs as ex
+from .body import read_json
 from .types import Message, Receive, Scope, Send
 
 PREFIX = "/api/v2"
@@ -31,31 +32,6 @@ log = logging.getLogger("stack")
 COMPLETED, ALREADY_INITIALIZED, INIT_TIMEOUT, NOTIFIED_ERROR = 4999, 4000, 4001, 4002
 NOT_INITIALIZED, STDIN_ONLY, INVALID_SIGNAL = 4003, 4004, 4005
 INIT_WAIT = 1.0
-
-
-async def read_json(receive: Receive, limit: int) -> Any:
-    """Read a whole request body and decode it as JSON.
-
-    Raises:
-        BodyTooLarge, RequestError.
-    """
-    parts: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise RequestError("the client went away")
-        data = message.get("body", b"")
-        size += len(data)
-        if size > limit:
-            raise BodyTooLarge(f"the request body is over the limit of {limit} bytes")
-        parts.append(data)
-        if not message.get("more_body", False):
-            break
-    try:
-        return json.loads(b"".join(parts))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise RequestError(f"the body is not valid JSON: {exc}") from exc
 
 
 async def handle_http(engine: Engine, scope: Scope, receive: Receive, send: Send,
