@@ -69,13 +69,6 @@ class Usage:
             "bytes_out": self.bytes_out,
         }
 
-    def header(self) -> str:
-        """The ``X-Stack-Usage`` header value."""
-        return (
-            f"wall={self.wall:.6f}; cpu={self.cpu:.6f}; memory={self.memory}; "
-            f"in={self.bytes_in}; out={self.bytes_out}"
-        )
-
 
 REASONS = (
     "ok", "exit", "signal", "timeout", "cpu", "memory", "file_size", "output", "killed",
@@ -173,7 +166,7 @@ class CallIO(Protocol):
 class Running:
     """A handle on a running call, given to :meth:`CallIO.on_started`."""
 
-    def __init__(self, call: _Call) -> None:
+    def __init__(self, call: _Pump) -> None:
         self._call = call
 
     def signal(self, number: int) -> int:
@@ -303,7 +296,7 @@ def _pipe() -> tuple[int, int]:
     return _high_fd(read), _high_fd(write)
 
 
-class _Call:
+class _Pump:
     """One call's state while it runs: what its pipes said, and how it ended.
 
     Its output pipes (stdout, stderr, fd 3, status) and the launcher's pidfd
@@ -787,7 +780,7 @@ async def drive(started: Started, io: CallIO, spawn: Spawn | None = None,
             process's call message).
     """
     spawn = spawn or started.spawn
-    call = _Call(spawn, io)
+    call = _Pump(spawn, io)
     call.pid = started.pid
     call.ctl_fd = started.control
     call.stdout_fd = started.stdout
@@ -883,7 +876,7 @@ async def _force_reap(pid: int) -> None:
         await _wait_pid(pid)
 
 
-async def _finish_status(call: _Call) -> None:
+async def _finish_status(call: _Pump) -> None:
     """Read the status pipe to its end: the tree is dead, so it is there or close."""
     with trio.move_on_after(0.5):
         while call.status_fd in call.open:
@@ -894,7 +887,7 @@ async def _finish_status(call: _Call) -> None:
     call.parse_status()
 
 
-def _outcome(call: _Call, wall: float) -> Outcome:
+def _outcome(call: _Pump, wall: float) -> Outcome:
     st = call.status or {}
     exit_code: int | None = st.get("exit")
     sig: int | None = st.get("signal") or None
@@ -959,7 +952,7 @@ def _outcome(call: _Call, wall: float) -> Outcome:
     )
 
 
-def _memory_failure(call: _Call, stderr: bytes, usage: Usage) -> bool:
+def _memory_failure(call: _Pump, stderr: bytes, usage: Usage) -> bool:
     limit = call.spawn.memory
     if limit is None:
         return False

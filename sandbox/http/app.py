@@ -22,7 +22,7 @@ from ..core.control import Event, Head
 from ..core.engine import Call, Engine
 from ..core.invocation import Invocation
 from ..core.limits import Limits
-from ..core.process import Outcome, Running, signal_name
+from ..core.process import Outcome, Running, Usage, signal_name
 from ..errors import BodyTooLarge, CompileError, NotFound, StackError
 from ..features import auth
 from ..features.auth import Authenticator, Principal
@@ -52,6 +52,14 @@ _STATUS_OF_REASON = {"timeout": 504}
 def new_request_id() -> str:
     """A short random request id."""
     return secrets.token_hex(8)
+
+
+def usage_header(usage: Usage) -> bytes:
+    """The ``X-Stack-Usage`` header value of a call."""
+    return (
+        f"wall={usage.wall:.6f}; cpu={usage.cpu:.6f}; memory={usage.memory}; "
+        f"in={usage.bytes_in}; out={usage.bytes_out}"
+    ).encode()
 
 
 class _HttpIO:
@@ -217,7 +225,7 @@ def _head_headers(
         headers.append((b"content-type", b"text/plain; charset=utf-8"))
     headers.append((b"x-request-id", request_id.encode()))
     if outcome is not None:
-        headers.append((b"x-stack-usage", outcome.usage.header().encode()))
+        headers.append((b"x-stack-usage", usage_header(outcome.usage)))
     return headers
 
 
@@ -583,7 +591,7 @@ class StackApp:
                 await io.finish(outcome)
             else:
                 status, payload = outcome_error(outcome, request_id, self.debug)
-                usage = (b"x-stack-usage", outcome.usage.header().encode())
+                usage = (b"x-stack-usage", usage_header(outcome.usage))
                 await send_json(send, status, payload, request_id, [usage])
             nursery.cancel_scope.cancel()
         return outcome
