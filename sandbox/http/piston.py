@@ -162,7 +162,13 @@ async def handle_connect(engine: Engine, scope: Scope, receive: Receive, send: S
         async for item in outgoing_rx:
             await send_json(item)
 
+    reading = trio.CancelScope()
+
     async def read_client(job_scope: trio.CancelScope) -> None:
+        with reading:
+            await _read_client(job_scope)
+
+    async def _read_client(job_scope: trio.CancelScope) -> None:
         async with stdin_tx:
             while True:
                 message = await receive()
@@ -200,13 +206,9 @@ async def handle_connect(engine: Engine, scope: Scope, receive: Receive, send: S
         with trio.CancelScope() as job_scope:
             nursery.start_soon(read_client, job_scope)
             await _run_job(engine, job, io, outgoing)
-        nursery.cancel_scope.cancel()
-    # Whatever is still queued goes out before the close.
-    while True:
-        try:
-            await send_json(outgoing_rx.receive_nowait())
-        except (trio.WouldBlock, trio.EndOfChannel):
-            break
+        reading.cancel()
+        # Not cancelled: pump_out sends everything queued (the exit last), then ends.
+        await outgoing.aclose()
     code, reason = closing[0] if closing else (COMPLETED, "Job Completed")
     await close(code, reason)
 

@@ -14,7 +14,7 @@ import pytest
 from sandbox.core.languages import Installed, Language, Registry, default_directory, parse_shebang
 from sandbox.errors import ConfigError, InterpreterMissing, UnknownLanguage
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = {"bash", "sh", "javascript", "python", "php", "ruby", "lua", "perl", "tcl"}
 
 

@@ -19,7 +19,7 @@ from sandbox.core.process import CollectIO
 from sandbox.errors import ConfigError
 from sandbox.features.services import load_sidecar
 
-from .conftest import need
+from ..conftest import need
 
 
 async def _metric(client: httpx.AsyncClient, url: str, name: str,

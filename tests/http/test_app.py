@@ -15,7 +15,7 @@ import trio
 
 from sandbox.core.limits import Limits
 
-from .conftest import need
+from ..conftest import need
 
 
 async def test_hello_and_request_id(server, client, script):

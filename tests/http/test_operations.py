@@ -19,7 +19,7 @@ from sandbox.app import open_app
 from sandbox.core.engine import DEFAULT_PATH, EngineConfig
 from sandbox.http.server import bind, serve
 
-from .helpers import stack_server
+from ..helpers import stack_server
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

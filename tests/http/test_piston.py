@@ -20,8 +20,8 @@ from sandbox.core.engine import EngineConfig
 from sandbox.core.limits import Limits
 from sandbox.http.server import bind, serve
 
-from .conftest import need, need_bwrap
-from .wsclient import Closed, connect
+from ..conftest import need, need_bwrap
+from ..wsclient import Closed, connect
 
 
 @asynccontextmanager

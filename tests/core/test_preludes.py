@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 LANGUAGES = ROOT / "languages"
 PRELUDES = LANGUAGES / "preludes"
 EXAMPLES = ROOT / "examples" / "services"

@@ -13,8 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .conftest import bwrap_problem
-from .helpers import STACK, free_port, stack_server
+from ..conftest import bwrap_problem
+from ..helpers import STACK, free_port, stack_server
 
 
 def test_languages_lists_each_with_version_or_package():

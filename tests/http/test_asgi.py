@@ -9,8 +9,8 @@ from pathlib import Path
 
 import httpx
 
-from .conftest import ROOT, need
-from .helpers import free_port
+from ..conftest import ROOT, need
+from ..helpers import free_port
 
 
 def test_hosted_by_hypercorn_and_mounted_under_a_prefix():
