@@ -32,6 +32,7 @@ import trio
 
 from ..errors import ConfigError, Overloaded, SpawnError, UnknownLanguage
 from ..features.metrics import Metrics
+from . import cgroups as cgrouplib
 from . import hook as hooklib
 from . import isolation, process
 from .languages import Language, Registry
@@ -175,6 +176,11 @@ class Engine:
         self.calls = calls or base / "calls"
         self.root = os.geteuid() == 0
         self.dev: Path | None = None  # under bwrap, a prepared /dev (isolation.prepare_dev)
+        # A cgroup per sandbox uid (see cgroups.py), or None and why not.
+        self.cgroups: cgrouplib.Cgroups | None = None
+        self.cgroup_detail = "no per-call cgroups"
+        # Set when the launcher could not make a pid namespace (see note_pidns).
+        self.pidns_fallback: str | None = None
         self._slots = trio.Semaphore(config.max_running)
         self._queued = 0
         self._running = 0
@@ -190,6 +196,20 @@ class Engine:
         self._counter = 0
         self._pools: dict[str, Pool] = {}
         self._nursery: trio.Nursery | None = None
+
+    def note_pidns(self, outcome: Outcome) -> None:
+        """Log, once, that a call ran without the launcher's pid namespace.
+
+        The launcher then falls back to a process group and killing its
+        children round after round, which a double-forking script can slip
+        past; ``/healthz`` shows it too.
+        """
+        if outcome.pidns is False and self.pidns_fallback is None:
+            self.pidns_fallback = (
+                "the launcher could not make a pid namespace (no CLONE_NEWPID here): calls "
+                "are ended by process group and child-subreaper kills, which is weaker"
+            )
+            log.warning("isolation: %s", self.pidns_fallback)
 
     def statistics(self) -> Statistics:
         """The engine's load right now."""
@@ -311,9 +331,9 @@ class Engine:
                 call.count_warm(None)
             if waiting is not None and pool is not None:
                 pool.release()
-            if workdir is not None and not _remove_call_dir(workdir):
+            if workdir is not None and not self._drop_workdir_now(workdir):
                 with trio.CancelScope(shield=True):
-                    await trio.to_thread.run_sync(_remove_tree, workdir)
+                    await trio.to_thread.run_sync(self._drop_workdir, workdir)
             if uid is not None and self._uids is not None:
                 self._uids.release(uid)
             self._running -= 1
@@ -335,6 +355,15 @@ class Engine:
         if uid is not None:
             os.chown(workdir, uid, uid)
         return workdir
+
+    def _drop_workdir_now(self, workdir: Path) -> bool:
+        """Remove a call's directory at once when that is cheap; False leaves it to
+        :meth:`_drop_workdir` in a worker thread."""
+        return _remove_call_dir(workdir)
+
+    def _drop_workdir(self, workdir: Path) -> None:
+        """Remove a call's directory, whatever it holds (blocking)."""
+        _remove_tree(workdir)
 
     def _view(self, workdir: Path) -> PurePosixPath:
         return isolation.SANDBOX_HOME if self.isolation == "bwrap" else PurePosixPath(workdir)
@@ -444,8 +473,8 @@ class Engine:
         self._nursery.start_soon(self.dispose, waiting)
 
     async def _release(self, workdir: Path | None, uid: int | None) -> None:
-        if workdir is not None and not _remove_call_dir(workdir):
-            await trio.to_thread.run_sync(_remove_tree, workdir)
+        if workdir is not None and not self._drop_workdir_now(workdir):
+            await trio.to_thread.run_sync(self._drop_workdir, workdir)
         if uid is not None and self._uids is not None:
             self._uids.release(uid)
 
@@ -535,6 +564,7 @@ class Call:
         if warm is None:
             self.count_warm(None)
             outcome = await process.run(spawn, io)
+        self.engine.note_pidns(outcome)
         usage = outcome.usage
         self.engine.metrics.record(invocation.door, invocation.language.name, outcome.reason,
                                    usage.wall, usage.bytes_in, usage.bytes_out,
@@ -647,6 +677,11 @@ class Call:
         launch = [str(engine.launcher), "-n", "-s", "4", *([] if bwrap else ["-p"])]
         if self.uid is not None:
             launch += ["-u", str(self.uid), "-g", str(self.uid)]
+        group = None
+        if engine.cgroups is not None and self.uid is not None:
+            group = engine.cgroups.group(self.uid)
+            for procs in group.procs:
+                launch += ["-G", procs]
         launch += ["-r", "core=0"]
         if limits.cpu is not None:
             launch += ["-r", f"cpu={math.ceil(limits.cpu)}"]
@@ -681,6 +716,9 @@ class Call:
             stdin_data=inv.stdin,
             exit_is_signal=bwrap,
             program_at=len(launch),
+            processes=limits.processes,
+            cgroup=group,
+            pidns=not bwrap,
         )
 
 
@@ -1007,11 +1045,16 @@ async def _open_engine(config: EngineConfig, registry: Registry,
         os.chmod(calls, 0o711)
     else:
         calls.mkdir(mode=0o711)
+    engine: Engine | None = None
     try:
         engine = Engine(config, registry, launcher=launcher, isolation_mode=mode, bwrap=bwrap,
                         base=base, calls=calls)  # fmt: skip
         if mode == "bwrap" and bwrap is not None:
             engine.dev = await trio.to_thread.run_sync(_prepared_dev, bwrap, base, config, launcher)
+        engine.cgroups, engine.cgroup_detail = await trio.to_thread.run_sync(
+            cgrouplib.detect, engine.root
+        )
+        log.info("limits: %s", engine.cgroup_detail)
         try:
             async with trio.open_nursery() as nursery:  # the warm pools' tasks
                 engine._nursery = nursery
@@ -1029,6 +1072,8 @@ async def _open_engine(config: EngineConfig, registry: Registry,
                 raise
             raise inner from None
     finally:
-        if not calls.is_relative_to(base):
-            with trio.CancelScope(shield=True):
+        with trio.CancelScope(shield=True):
+            if engine is not None and engine.cgroups is not None:
+                await trio.to_thread.run_sync(engine.cgroups.close)
+            if not calls.is_relative_to(base):
                 await trio.to_thread.run_sync(_remove_tree, calls)
