@@ -34,7 +34,7 @@ from ..errors import ConfigError, Overloaded, SpawnError, UnknownLanguage
 from ..features.metrics import Metrics
 from . import cgroups as cgrouplib
 from . import hook as hooklib
-from . import isolation, process
+from . import isolation, process, quota
 from .languages import Language, Registry
 from .launcher import launcher_path
 from .limits import Limits
@@ -66,6 +66,10 @@ class EngineConfig:
         warm: warm pool sizes of services: ``{"*": N}`` for every service,
             ``{"python": N}`` for a language's (see :mod:`sandbox.core.warm`).
         warm_idle: seconds without a call before a pool shrinks to one.
+        disk: bytes a call may write into its directory (a root server
+            mounts a tmpfs of this size on each call's directory, see
+            ``quota.py``); None for no quota (a plain directory).
+        disk_files: files (inodes) a call may make there.
     """
 
     isolate: str = "auto"
@@ -93,6 +97,8 @@ class EngineConfig:
     env: Mapping[str, str] = field(default_factory=dict)
     warm: Mapping[str, int] = field(default_factory=dict)
     warm_idle: float = 60.0
+    disk: int | None = 512 * 1024 * 1024
+    disk_files: int = 32768
 
     def __post_init__(self) -> None:
         if self.isolate not in isolation.MODES:
@@ -181,6 +187,7 @@ class Engine:
         self.cgroup_detail = "no per-call cgroups"
         # Set when the launcher could not make a pid namespace (see note_pidns).
         self.pidns_fallback: str | None = None
+        self._mounted: set[Path] = set()  # call directories on a tmpfs of their own (quota.py)
         self._slots = trio.Semaphore(config.max_running)
         self._queued = 0
         self._running = 0
@@ -351,6 +358,13 @@ class Engine:
         workdir = self.calls / f"c{self._counter}"
         path = str(workdir)
         os.mkdir(path, 0o700)
+        if uid is not None and self.config.disk is not None:
+            try:
+                quota.mount(workdir, self.config.disk, self.config.disk_files, uid)
+            except OSError:
+                os.rmdir(path)
+                raise
+            self._mounted.add(workdir)
         os.mkdir(path + "/" + _META, 0o755)
         if uid is not None:
             os.chown(workdir, uid, uid)
@@ -359,10 +373,26 @@ class Engine:
     def _drop_workdir_now(self, workdir: Path) -> bool:
         """Remove a call's directory at once when that is cheap; False leaves it to
         :meth:`_drop_workdir` in a worker thread."""
-        return _remove_call_dir(workdir)
+        if workdir not in self._mounted:
+            return _remove_call_dir(workdir)
+        try:
+            if quota.written(workdir) > quota.SMALL:
+                return False  # freeing many pages: not in the event loop
+            quota.unmount(workdir)
+        except OSError:
+            return False
+        self._mounted.discard(workdir)
+        return True
 
     def _drop_workdir(self, workdir: Path) -> None:
         """Remove a call's directory, whatever it holds (blocking)."""
+        if workdir in self._mounted:
+            try:
+                quota.unmount(workdir)
+            except OSError as exc:
+                log.error("call directory %s: %s", workdir, exc)
+            self._mounted.discard(workdir)
+            return
         _remove_tree(workdir)
 
     def _view(self, workdir: Path) -> PurePosixPath:
@@ -459,7 +489,9 @@ class Engine:
             return [*launch, str(stub), "-X"]
         inside = str(isolation.SANDBOX_CODE / "exec")
         assert launch[-1] == "--"  # bubblewrap's options end there
-        return [*launch[:-1], "--ro-bind", str(stub), inside, "--", inside, "-X"]
+        # Bound before bubblewrap makes its root read-only (the mount point is made in it).
+        at = launch.index("--remount-ro") if "--remount-ro" in launch else len(launch) - 1
+        return [*launch[:at], "--ro-bind", str(stub), inside, *launch[at:], inside, "-X"]
 
     async def dispose(self, waiting: Waiting) -> None:
         """End an unused warm process and free its directory and uid."""
@@ -702,7 +734,7 @@ class Call:
             network = engine.config.network if inv.network is None else inv.network
             launch += isolation.bwrap_argv(
                 engine.bwrap, workdir=self.workdir, binds=binds, network=network, uid=self.uid,
-                dev=engine.dev,
+                dev=engine.dev, tmpfs_size=limits.memory or engine.config.disk,
             )  # fmt: skip
         return process.Spawn(
             argv=launch + argv,
@@ -1073,7 +1105,10 @@ async def _open_engine(config: EngineConfig, registry: Registry,
             raise inner from None
     finally:
         with trio.CancelScope(shield=True):
-            if engine is not None and engine.cgroups is not None:
-                await trio.to_thread.run_sync(engine.cgroups.close)
+            if engine is not None:
+                for workdir in list(engine._mounted):
+                    await trio.to_thread.run_sync(engine._drop_workdir, workdir)
+                if engine.cgroups is not None:
+                    await trio.to_thread.run_sync(engine.cgroups.close)
             if not calls.is_relative_to(base):
                 await trio.to_thread.run_sync(_remove_tree, calls)
