@@ -22,6 +22,8 @@ Unknown keys are rejected loudly, naming the key and the file.
     uid_base: 61000           # first sandbox uid when running as root
     warm: 2                   # warm pool per service (or {python: 4, javascript: 2})
     warm_idle: 60s            # a pool unused this long shrinks to one interpreter
+    disk: 512MiB              # what a call may write (a tmpfs on its directory; root only)
+    disk_files: 32768         # files a call may make there
 """
 
 from __future__ import annotations
@@ -35,13 +37,13 @@ from typing import Any
 import yaml
 
 from .core.engine import DEFAULT_PATH, EngineConfig
-from .core.limits import Limits, parse_duration
+from .core.limits import Limits, parse_duration, parse_size
 from .errors import ConfigError
 
 _KEYS = {
     "isolate", "max_running", "max_queue", "network", "limits", "maxima", "env", "registry",
     "uid_base", "path", "lang", "temp_dir", "auth", "rate_limit", "brokers", "triggers",
-    "warm", "warm_idle",
+    "warm", "warm_idle", "disk", "disk_files",
 }  # fmt: skip
 
 
@@ -107,6 +109,12 @@ class Config:
                 changes["warm_idle"] = parse_duration(str(data["warm_idle"]), default_unit="s")
             if "temp_dir" in data:
                 changes["temp_dir"] = Path(str(data["temp_dir"]))
+            if "disk" in data:
+                raw = data["disk"]
+                none = raw is None or str(raw).lower() in ("none", "unlimited")
+                changes["disk"] = None if none else parse_size(raw)
+            if "disk_files" in data:
+                changes["disk_files"] = _int(data["disk_files"], "disk_files", source)
             if "registry" in data:
                 dirs = data["registry"]
                 if not isinstance(dirs, list):

@@ -2,11 +2,16 @@
  * stack-launch: starts one call's process under its limits and makes sure
  * that nothing it starts outlives it.
  *
- *   stack-launch [-u UID -g GID] [-r NAME=VALUE]... [-p] [-n] [-c DIR] [-s FD] -- PROG ARG...
+ *   stack-launch [-u UID -g GID] [-r NAME=VALUE]... [-G FILE]... [-p] [-n] [-c DIR] [-s FD]
+ *                -- PROG ARG...
  *
  *   -u/-g   run PROG as this uid/gid, with no supplementary groups (root only)
  *   -r      set a resource limit (soft = hard): cpu, as, data, nproc, nofile,
  *           fsize, stack, core; VALUE in the limit's unit (seconds, bytes, count)
+ *   -G      a cgroup.procs file: the launcher writes its own pid into it
+ *           before anything else (still root), so that the reaper, PROG and
+ *           everything they start are in that cgroup from their first
+ *           instruction (one per cgroup v1 controller, or one for v2)
  *   -p      run PROG in a new pid namespace (as root directly, otherwise
  *           inside a new user namespace); when PROG exits, every process left
  *           in the namespace is killed.  Falls back to a process group when
@@ -63,6 +68,7 @@
 #include <unistd.h>
 
 #define MAX_LIMITS 16
+#define MAX_CGROUPS 4
 
 struct limit {
     int resource;
@@ -84,6 +90,17 @@ static int resource_of(const char *name) {
     if (!strcmp(name, "stack")) return RLIMIT_STACK;
     if (!strcmp(name, "core")) return RLIMIT_CORE;
     return -1;
+}
+
+/* Move this process into each cgroup; a call must never run outside its own. */
+static void enter_cgroups(const char *const *procs, int count) {
+    char self[24];
+    int len = snprintf(self, sizeof self, "%d", (int)getpid());
+    for (int i = 0; i < count; i++) {
+        int fd = open(procs[i], O_WRONLY | O_CLOEXEC);
+        if (fd < 0 || write(fd, self, (size_t)len) != len) die(procs[i]);
+        close(fd);
+    }
 }
 
 static int write_file(const char *path, const char *text) {
@@ -237,11 +254,13 @@ int main(int argc, char **argv) {
     long uid = -1, gid = -1;
     int want_pidns = 0, no_new_privs = 0, status_fd = -1;
     const char *cwd = NULL;
+    const char *cgroups[MAX_CGROUPS];
+    int ncgroups = 0;
     int opt;
 
     if (argc == 2 && !strcmp(argv[1], "-X")) return exec_from_stdin();
 
-    while ((opt = getopt(argc, argv, "+u:g:r:pnc:s:")) != -1) {
+    while ((opt = getopt(argc, argv, "+u:g:r:G:pnc:s:")) != -1) {
         switch (opt) {
         case 'u': uid = strtol(optarg, NULL, 10); break;
         case 'g': gid = strtol(optarg, NULL, 10); break;
@@ -256,6 +275,10 @@ int main(int argc, char **argv) {
             nlimits++;
             break;
         }
+        case 'G':
+            if (ncgroups == MAX_CGROUPS) { dprintf(2, "stack-launch: too many -G\n"); return 125; }
+            cgroups[ncgroups++] = optarg;
+            break;
         case 'p': want_pidns = 1; break;
         case 'n': no_new_privs = 1; break;
         case 'c': cwd = optarg; break;
@@ -281,6 +304,7 @@ int main(int argc, char **argv) {
     signal(SIGCHLD, SIG_DFL); /* an inherited SIG_IGN would reap children for us */
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() == 1) _exit(125); /* the server died before we got here */
+    enter_cgroups(cgroups, ncgroups);
 
     int in_pidns = want_pidns ? enter_pidns() : 0;
     pid_t reaper = in_pidns ? fork() : 0;

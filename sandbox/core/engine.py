@@ -31,8 +31,9 @@ from typing import Any
 import trio
 
 from ..errors import ConfigError, Overloaded, SpawnError, UnknownLanguage
+from . import cgroups as cgrouplib
 from . import hook as hooklib
-from . import isolation, process
+from . import isolation, process, quota
 from .invocation import Invocation
 from .languages import Language, Registry
 from .launcher import launcher_path
@@ -66,6 +67,10 @@ class EngineConfig:
         warm: warm pool sizes of services: ``{"*": N}`` for every service,
             ``{"python": N}`` for a language's (see :mod:`sandbox.core.warm`).
         warm_idle: seconds without a call before a pool shrinks to one.
+        disk: bytes a call may write into its directory (a root server
+            mounts a tmpfs of this size on each call's directory, see
+            ``quota.py``); None for no quota (a plain directory).
+        disk_files: files (inodes) a call may make there.
     """
 
     isolate: str = "auto"
@@ -93,6 +98,8 @@ class EngineConfig:
     env: Mapping[str, str] = field(default_factory=dict)
     warm: Mapping[str, int] = field(default_factory=dict)
     warm_idle: float = 60.0
+    disk: int | None = 512 * 1024 * 1024
+    disk_files: int = 32768
 
     def __post_init__(self) -> None:
         if self.isolate not in isolation.MODES:
@@ -139,6 +146,12 @@ class Engine:
         self.calls = calls or base / "calls"
         self.root = os.geteuid() == 0
         self.dev: Path | None = None  # under bwrap, a prepared /dev (isolation.prepare_dev)
+        # A cgroup per sandbox uid (see cgroups.py), or None and why not.
+        self.cgroups: cgrouplib.Cgroups | None = None
+        self.cgroup_detail = "no per-call cgroups"
+        # Set when the launcher could not make a pid namespace (see note_pidns).
+        self.pidns_fallback: str | None = None
+        self._mounted: set[Path] = set()  # call directories on a tmpfs of their own (quota.py)
         self._slots = trio.Semaphore(config.max_running)
         self._queued = 0
         self._running = 0
@@ -154,6 +167,20 @@ class Engine:
     def observe(self, observer: Observer) -> None:
         """Tell ``observer`` of every call from now on (see :mod:`sandbox.core.observer`)."""
         self.observers.append(observer)
+
+    def note_pidns(self, outcome: Outcome) -> None:
+        """Log, once, that a call ran without the launcher's pid namespace.
+
+        The launcher then falls back to a process group and killing its
+        children round after round, which a double-forking script can slip
+        past; ``/healthz`` shows it too.
+        """
+        if outcome.pidns is False and self.pidns_fallback is None:
+            self.pidns_fallback = (
+                "the launcher could not make a pid namespace (no CLONE_NEWPID here): calls "
+                "are ended by process group and child-subreaper kills, which is weaker"
+            )
+            log.warning("isolation: %s", self.pidns_fallback)
 
     def statistics(self) -> Statistics:
         """The engine's load right now."""
@@ -276,9 +303,9 @@ class Engine:
                 call.count_warm(None)
             if waiting is not None and pool is not None:
                 pool.release()
-            if workdir is not None and not _remove_call_dir(workdir):
+            if workdir is not None and not self._drop_workdir_now(workdir):
                 with trio.CancelScope(shield=True):
-                    await trio.to_thread.run_sync(_remove_tree, workdir)
+                    await trio.to_thread.run_sync(self._drop_workdir, workdir)
             if uid is not None and self._uids is not None:
                 self._uids.release(uid)
             self._running -= 1
@@ -296,10 +323,42 @@ class Engine:
         workdir = self.calls / f"c{self._counter}"
         path = str(workdir)
         os.mkdir(path, 0o700)
+        if uid is not None and self.config.disk is not None:
+            try:
+                quota.mount(workdir, self.config.disk, self.config.disk_files, uid)
+            except OSError:
+                os.rmdir(path)
+                raise
+            self._mounted.add(workdir)
         os.mkdir(path + "/" + _META, 0o755)
         if uid is not None:
             os.chown(workdir, uid, uid)
         return workdir
+
+    def _drop_workdir_now(self, workdir: Path) -> bool:
+        """Remove a call's directory at once when that is cheap; False leaves it to
+        :meth:`_drop_workdir` in a worker thread."""
+        if workdir not in self._mounted:
+            return _remove_call_dir(workdir)
+        try:
+            if quota.written(workdir) > quota.SMALL:
+                return False  # freeing many pages: not in the event loop
+            quota.unmount(workdir)
+        except OSError:
+            return False
+        self._mounted.discard(workdir)
+        return True
+
+    def _drop_workdir(self, workdir: Path) -> None:
+        """Remove a call's directory, whatever it holds (blocking)."""
+        if workdir in self._mounted:
+            try:
+                quota.unmount(workdir)
+            except OSError as exc:
+                log.error("call directory %s: %s", workdir, exc)
+            self._mounted.discard(workdir)
+            return
+        _remove_tree(workdir)
 
     def _view(self, workdir: Path) -> PurePosixPath:
         return isolation.SANDBOX_HOME if self.isolation == "bwrap" else PurePosixPath(workdir)
@@ -395,7 +454,9 @@ class Engine:
             return [*launch, str(stub), "-X"]
         inside = str(isolation.SANDBOX_CODE / "exec")
         assert launch[-1] == "--"  # bubblewrap's options end there
-        return [*launch[:-1], "--ro-bind", str(stub), inside, "--", inside, "-X"]
+        # Bound before bubblewrap makes its root read-only (the mount point is made in it).
+        at = launch.index("--remount-ro") if "--remount-ro" in launch else len(launch) - 1
+        return [*launch[:at], "--ro-bind", str(stub), inside, *launch[at:], inside, "-X"]
 
     async def dispose(self, waiting: Waiting) -> None:
         """End an unused warm process and free its directory and uid."""
@@ -409,8 +470,8 @@ class Engine:
         self._nursery.start_soon(self.dispose, waiting)
 
     async def _release(self, workdir: Path | None, uid: int | None) -> None:
-        if workdir is not None and not _remove_call_dir(workdir):
-            await trio.to_thread.run_sync(_remove_tree, workdir)
+        if workdir is not None and not self._drop_workdir_now(workdir):
+            await trio.to_thread.run_sync(self._drop_workdir, workdir)
         if uid is not None and self._uids is not None:
             self._uids.release(uid)
 
@@ -500,6 +561,7 @@ class Call:
         if warm is None:
             self.count_warm(None)
             outcome = await process.run(spawn, io)
+        self.engine.note_pidns(outcome)
         for observer in self.engine.observers:
             observer.call_ended(invocation.door, invocation.language.name, outcome)
         return outcome
@@ -610,6 +672,11 @@ class Call:
         launch = [str(engine.launcher), "-n", "-s", "4", *([] if bwrap else ["-p"])]
         if self.uid is not None:
             launch += ["-u", str(self.uid), "-g", str(self.uid)]
+        group = None
+        if engine.cgroups is not None and self.uid is not None:
+            group = engine.cgroups.group(self.uid)
+            for procs in group.procs:
+                launch += ["-G", procs]
         launch += ["-r", "core=0"]
         if limits.cpu is not None:
             launch += ["-r", f"cpu={math.ceil(limits.cpu)}"]
@@ -630,7 +697,7 @@ class Call:
             network = engine.config.network if inv.network is None else inv.network
             launch += isolation.bwrap_argv(
                 engine.bwrap, workdir=self.workdir, binds=binds, network=network, uid=self.uid,
-                dev=engine.dev,
+                dev=engine.dev, tmpfs_size=limits.memory or engine.config.disk,
             )  # fmt: skip
         return process.Spawn(
             argv=launch + argv,
@@ -644,6 +711,9 @@ class Call:
             stdin_data=inv.stdin,
             exit_is_signal=bwrap,
             program_at=len(launch),
+            processes=limits.processes,
+            cgroup=group,
+            pidns=not bwrap,
         )
 
 
@@ -970,11 +1040,16 @@ async def _open_engine(config: EngineConfig, registry: Registry,
         os.chmod(calls, 0o711)
     else:
         calls.mkdir(mode=0o711)
+    engine: Engine | None = None
     try:
         engine = Engine(config, registry, launcher=launcher, isolation_mode=mode, bwrap=bwrap,
                         base=base, calls=calls)  # fmt: skip
         if mode == "bwrap" and bwrap is not None:
             engine.dev = await trio.to_thread.run_sync(_prepared_dev, bwrap, base, config, launcher)
+        engine.cgroups, engine.cgroup_detail = await trio.to_thread.run_sync(
+            cgrouplib.detect, engine.root
+        )
+        log.info("limits: %s", engine.cgroup_detail)
         try:
             async with trio.open_nursery() as nursery:  # the warm pools' tasks
                 engine._nursery = nursery
@@ -992,6 +1067,11 @@ async def _open_engine(config: EngineConfig, registry: Registry,
                 raise
             raise inner from None
     finally:
-        if not calls.is_relative_to(base):
-            with trio.CancelScope(shield=True):
+        with trio.CancelScope(shield=True):
+            if engine is not None:
+                for workdir in list(engine._mounted):
+                    await trio.to_thread.run_sync(engine._drop_workdir, workdir)
+                if engine.cgroups is not None:
+                    await trio.to_thread.run_sync(engine.cgroups.close)
+            if not calls.is_relative_to(base):
                 await trio.to_thread.run_sync(_remove_tree, calls)

@@ -65,6 +65,7 @@ def bwrap_argv(
     extra_ro: Iterable[str] = (),
     uid: int | None = None,
     dev: Path | None = None,
+    tmpfs_size: int | None = None,
 ) -> list[str]:
     """The bubblewrap command line for one call, up to and including ``--``.
 
@@ -85,6 +86,12 @@ def bwrap_argv(
         dev: a /dev made by :func:`prepare_dev`, bound as one mount (with a
             tmpfs of the call's own at /dev/shm), or None for bubblewrap's
             ``--dev``.
+        tmpfs_size: the size of each tmpfs bubblewrap mounts (/dev/shm,
+            /run, /var), or None for the kernel's default (half the RAM
+            each). Their pages are charged to the call's memory cgroup too;
+            the cap holds where there is none. bubblewrap's own root is made
+            read-only, so these and the call's directory are the only
+            writable places.
     """
     argv = [
         bwrap,
@@ -108,17 +115,20 @@ def bwrap_argv(
     for path in extra_ro:
         if os.path.exists(path):
             argv += ["--ro-bind", path, path]
+    size = ["--size", str(tmpfs_size)] if tmpfs_size is not None else []
     argv += [
         "--proc", "/proc",
-        *(["--dev-bind", str(dev), "/dev", "--tmpfs", "/dev/shm"] if dev else ["--dev", "/dev"]),
-        "--tmpfs", "/run",
-        "--tmpfs", "/var",
+        *(["--dev-bind", str(dev), "/dev"] if dev else ["--dev", "/dev"]),
+        *size, "--tmpfs", "/dev/shm",
+        *size, "--tmpfs", "/run",
+        *size, "--tmpfs", "/var",
         "--bind", str(workdir), str(SANDBOX_HOME),
         "--chdir", str(SANDBOX_HOME),
     ]  # fmt: skip
     for host, inside in binds:
         argv += ["--ro-bind", str(host), str(inside)]
-    argv.append("--")
+    # bubblewrap's root is a tmpfs of its own, writable by the call and uncapped.
+    argv += ["--remount-ro", "/", "--"]
     return argv
 
 

@@ -22,12 +22,15 @@ import signal
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import psutil
 import trio
 
 from .control import CGIHead, Control, Event, Head
+
+if TYPE_CHECKING:
+    from .cgroups import Group, Measured
 
 CHUNK = 65536
 STDERR_KEEP = 16 * 1024
@@ -48,7 +51,10 @@ class Usage:
     Attributes:
         wall: seconds from spawn to the end of the process tree.
         cpu: user + system CPU seconds of every process of the call.
-        memory: peak resident memory of the largest process, in bytes.
+        memory: peak memory in bytes: of the whole call (its processes,
+            its tmpfs and shared-memory files, kernel memory) when it ran in
+            a cgroup of its own, else the peak resident memory of its
+            largest process.
         bytes_in: bytes written to stdin.
         bytes_out: bytes read from stdout.
     """
@@ -96,6 +102,10 @@ class Outcome:
         stderr: the last bytes of its stderr.
         stream: with reason ``output``: which stream went over, ``stdout`` or ``stderr``.
         spawn: seconds from the spawn to the launcher reporting the tree running.
+        pidns: whether the call had a pid namespace of the launcher's: False
+            when the launcher was asked for one and fell back to a process
+            group (weaker: see docs/SECURITY.md); None when it was not asked
+            (bubblewrap makes the namespace) or did not say.
     """
 
     reason: str
@@ -108,6 +118,7 @@ class Outcome:
     stderr: bytes = b""
     stream: str | None = None
     spawn: float | None = None
+    pidns: bool | None = None
 
     @property
     def ok(self) -> bool:
@@ -267,6 +278,11 @@ class Spawn:
             (status - 128), as bubblewrap reports it.
         program_at: where the program's own command line starts in ``argv``
             (after the launcher's and bubblewrap's options).
+        processes: the process limit, set on the cgroup.
+        cgroup: the call's cgroup (the launcher enters it with ``-G``): its
+            limits are set and its peak reset at the start, its peak and
+            OOM kills read at the end.
+        pidns: the launcher was asked for a pid namespace (``-p``).
     """
 
     argv: Sequence[str]
@@ -280,6 +296,9 @@ class Spawn:
     stdin_data: bytes = b""
     exit_is_signal: bool = False
     program_at: int = 0
+    processes: int | None = None
+    cgroup: Group | None = None
+    pidns: bool = False
 
 
 def _high_fd(fd: int) -> int:
@@ -708,6 +727,8 @@ def start(spawn: Spawn) -> Started:
     Raises:
         OSError: the launcher could not be started.
     """
+    if spawn.cgroup is not None:
+        spawn.cgroup.prepare(spawn.memory, spawn.processes)
     fds: list[int] = []
     try:
         stdin_r, stdin_w = _pipe()
@@ -790,6 +811,8 @@ async def drive(started: Started, io: CallIO, spawn: Spawn | None = None,
     if preamble:
         # A warm process: already running; the call starts now.
         started_at = call.started_at = call.spawned_at = time.monotonic()
+        if spawn.cgroup is not None:
+            spawn.cgroup.prepare(spawn.memory, spawn.processes)  # the peak counts from here
     else:
         started_at = call.started_at = started.started_at
     call.preamble = preamble
@@ -845,8 +868,14 @@ async def drive(started: Started, io: CallIO, spawn: Spawn | None = None,
                 os.close(fd)
         if cancelled and call.reason is None:
             call.reason = "killed"
+        measured = None
+        if spawn.cgroup is not None:
+            try:
+                measured = spawn.cgroup.finish()  # also kills anything left in the group
+            except OSError:
+                pass  # the group was removed under us: rlimit figures only
     wall = time.monotonic() - started_at
-    return _outcome(call, wall)
+    return _outcome(call, wall, measured)
 
 
 async def _wait_pid(pid: int) -> None:
@@ -887,7 +916,7 @@ async def _finish_status(call: _Pump) -> None:
     call.parse_status()
 
 
-def _outcome(call: _Pump, wall: float) -> Outcome:
+def _outcome(call: _Pump, wall: float, measured: Measured | None = None) -> Outcome:
     st = call.status or {}
     exit_code: int | None = st.get("exit")
     sig: int | None = st.get("signal") or None
@@ -897,15 +926,25 @@ def _outcome(call: _Pump, wall: float) -> Outcome:
         # bubblewrap reports a child killed by signal N as exit 128 + N.
         sig = exit_code - 128
         exit_code = None
+    rss = int(st.get("maxrss_kb", 0)) * 1024
     usage = Usage(
         wall=wall,
         cpu=float(st.get("utime", 0.0)) + float(st.get("stime", 0.0)),
-        memory=int(st.get("maxrss_kb", 0)) * 1024,
+        memory=measured.peak if measured is not None and measured.peak is not None else rss,
         bytes_in=call.bytes_in,
         bytes_out=call.bytes_out,
     )
     reason, message = call.reason, call.message
     stderr = bytes(call.stderr_tail)
+    if reason is None and measured is not None and measured.oom_killed:
+        # The kernel ended a process of the call at its cgroup's memory limit
+        # (all its processes and its tmpfs files together), whatever the exit.
+        reason, message = "memory", "the call ran out of its memory limit"
+        if call.spawn.memory is not None:
+            message += (
+                f" of {call.spawn.memory} bytes (all its processes and its files in /tmp, "
+                "/dev/shm, /run and /var together)"
+            )
     if reason is None:
         if st.get("exec_errno"):
             reason = "spawn"
@@ -925,7 +964,7 @@ def _outcome(call: _Pump, wall: float) -> Outcome:
             elif sig == signal.SIGXFSZ:
                 reason = "file_size"
                 message = "the script wrote a file larger than its file-size limit"
-            elif sig in _MEMORY_SIGNALS and _memory_failure(call, stderr, usage):
+            elif sig in _MEMORY_SIGNALS and _memory_failure(call, stderr, rss):
                 reason, message = "memory", "the script ran out of its memory limit"
         elif exit_code:
             reason = "exit"
@@ -934,7 +973,7 @@ def _outcome(call: _Pump, wall: float) -> Outcome:
                 # Runtimes that ignore SIGXFSZ (Python) fail the write with EFBIG.
                 reason = "file_size"
                 message = "the script wrote a file larger than its file-size limit"
-            elif _memory_failure(call, stderr, usage):
+            elif _memory_failure(call, stderr, rss):
                 reason, message = "memory", "the script ran out of its memory limit"
         else:
             reason = "ok"
@@ -949,11 +988,17 @@ def _outcome(call: _Pump, wall: float) -> Outcome:
         stderr=stderr,
         stream=call.stream,
         spawn=call.spawned_at - call.started_at if call.spawned_at is not None else None,
+        pidns=bool(st["pidns"]) if call.spawn.pidns and "pidns" in st else None,
     )
 
 
-def _memory_failure(call: _Pump, stderr: bytes, usage: Usage) -> bool:
+def _memory_failure(call: _Pump, stderr: bytes, rss: int) -> bool:
+    """Whether a failed call failed for want of memory under its rlimit.
+
+    ``rss``: the largest process's peak resident memory (not the cgroup's
+    peak, which also counts reclaimable page cache).
+    """
     limit = call.spawn.memory
     if limit is None:
         return False
-    return bool(_MEMORY_ERRORS.search(stderr[-4096:])) or usage.memory >= limit * 0.9
+    return bool(_MEMORY_ERRORS.search(stderr[-4096:])) or rss >= limit * 0.9

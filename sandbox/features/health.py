@@ -3,7 +3,9 @@
 Checks: each interpreter found at start is still there, bubblewrap still
 works (when it is the isolation), the queue is below its bound, and what
 other parts add (each configured broker connected). Warm pools are listed
-with their size and hit rate (informational, always ok).
+with their size and hit rate, the per-call cgroups (which version, or why
+there are none) and whether calls get the launcher's pid namespace (or its
+weaker fallback, marked ``degraded``): informational, always ok.
 """
 
 from __future__ import annotations
@@ -49,6 +51,15 @@ class Health:
                 detail = f"{found.path} is gone (was {found.version} at start)"
                 checks[name] = {"ok": False, "detail": detail}
         checks["isolation"] = self._isolation()
+        checks["cgroups"] = {"ok": True, "detail": self.engine.cgroup_detail}
+        if self.engine.cgroups is None:
+            checks["cgroups"]["degraded"] = True
+        fallback = self.engine.pidns_fallback
+        checks["pidns"] = (
+            {"ok": True, "detail": f"fallback: {fallback}", "degraded": True}
+            if fallback
+            else {"ok": True, "detail": "every call in a pid namespace of its own"}
+        )
         stats = self.engine.statistics()
         queue_ok = stats.queued < stats.max_queue or stats.max_queue == 0
         checks["queue"] = {"ok": queue_ok,

@@ -1,0 +1,357 @@
+"""A cgroup per sandbox uid: the memory (tmpfs and shm included), processes and CPU share of a call.
+
+Rlimits are per process: five processes of one call could each hold the
+memory limit, and files written to a tmpfs belong to no process at all. A
+cgroup counts all of it. Each sandbox uid (held by one call, or one warm
+process, at a time) gets one, made on its first use below a parent of the
+server's (``stack-<pid>``, in the cgroup the server runs in, per
+controller) and reused by every call of that uid; :meth:`Cgroups.close`
+removes them. Reusing costs a few small file writes per call; making and
+removing a cgroup per call would cost more.
+
+The launcher, still root, writes its own pid into each ``cgroup.procs``
+(its ``-G`` option) before it forks: the call's processes are in the group
+from their first instruction, with no window to escape it.
+
+Per call, :meth:`Group.prepare` sets the memory and process limits (only
+when they changed), resets the peak and notes the OOM-kill count;
+:meth:`Group.finish` kills anything left in the group and reads the peak
+and whether the kernel's OOM killer ended a process of the call.
+
+cgroup v1 (each controller its own hierarchy; "hybrid" when a v2 hierarchy
+without these controllers is mounted beside) and v2 are both handled.
+Without root, or without a writable hierarchy, there are no per-call
+cgroups and :func:`detect` says why.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger("stack")
+
+# v1 controllers: memory and pids are required, cpu is used when mounted.
+_V1_REQUIRED = ("memory", "pids")
+_V1_OPTIONAL = ("cpu",)
+_V2_CONTROLLERS = ("memory", "pids", "cpu")
+# The launcher, its reaper and bubblewrap's two processes are in the group
+# too, besides the call's own processes (RLIMIT_NPROC counts only the call's uid).
+PIDS_SLACK = 4
+
+
+@dataclass(frozen=True)
+class Measured:
+    """What the cgroup saw of one call.
+
+    Attributes:
+        peak: the highest memory charged to the call (processes, tmpfs,
+            shared memory, page cache it brought in, kernel memory), in
+            bytes; None when the kernel cannot reset the peak between calls.
+        oom_killed: the kernel's OOM killer ended a process of the call.
+        leftovers: processes found in the group after the call and killed
+            (always 0 unless something escaped the launcher's pid namespace).
+    """
+
+    peak: int | None
+    oom_killed: bool
+    leftovers: int = 0
+
+
+def _read(path: Path) -> str:
+    with open(path, encoding="ascii") as file:
+        return file.read()
+
+
+def _write(path: Path, value: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.write(fd, value.encode())
+    finally:
+        os.close(fd)
+
+
+def _counter(text: str, name: str) -> int:
+    """The value of ``name`` in a flat-keyed file (``memory.events``, ``memory.oom_control``)."""
+    for line in text.splitlines():
+        key, _, value = line.partition(" ")
+        if key == name:
+            return int(value)
+    return 0
+
+
+class Group:
+    """The cgroup of one sandbox uid: one directory per controller (v1) or one (v2)."""
+
+    def __init__(self, version: str, dirs: dict[str, Path]) -> None:
+        self.version = version
+        self.dirs = dirs
+        self.memory_dir = dirs["memory"]
+        unique = dict.fromkeys(dirs.values())
+        self.procs = [str(d / "cgroup.procs") for d in unique]
+        self._memory: int | None | bool = False  # False: not set yet
+        self._pids: int | None | bool = False
+        self._oom = 0
+        self._peak_fd = -1  # v2: memory.peak, reset through this descriptor
+        self._swap = (self.memory_dir / "memory.memsw.limit_in_bytes").exists()
+
+    # -- per call ---------------------------------------------------------------
+
+    def prepare(self, memory: int | None, processes: int | None) -> None:
+        """Set the call's limits, reset the peak and note the OOM-kill count (blocking, cheap).
+
+        Raises:
+            OSError: the cgroup cannot be written (the call must not run).
+        """
+        if memory != self._memory:
+            self._set_memory(memory)
+            self._memory = memory
+        pids = None if processes is None else processes + PIDS_SLACK
+        if pids != self._pids:
+            _write(self.dirs["pids"] / "pids.max", "max" if pids is None else str(pids))
+            self._pids = pids
+        if self.version == "v1":
+            _write(self.memory_dir / "memory.max_usage_in_bytes", "0")
+            self._oom = _counter(_read(self.memory_dir / "memory.oom_control"), "oom_kill")
+        else:
+            self._close_peak()
+            try:
+                fd = os.open(self.memory_dir / "memory.peak", os.O_RDWR | os.O_CLOEXEC)
+            except OSError:
+                fd = -1
+            if fd >= 0:
+                try:
+                    os.write(fd, b"reset")  # resets the peak seen through fd (Linux 6.12+)
+                    self._peak_fd = fd
+                except OSError:
+                    os.close(fd)
+            self._oom = _counter(_read(self.memory_dir / "memory.events"), "oom_kill")
+
+    def finish(self) -> Measured:
+        """After the call: kill what is left in the group, read the peak and OOM kills."""
+        left = self.kill()
+        if self.version == "v1":
+            peak: int | None = int(_read(self.memory_dir / "memory.max_usage_in_bytes"))
+            oom = _counter(_read(self.memory_dir / "memory.oom_control"), "oom_kill")
+        else:
+            peak = None
+            if self._peak_fd >= 0:
+                peak = int(os.pread(self._peak_fd, 64, 0))
+            self._close_peak()
+            oom = _counter(_read(self.memory_dir / "memory.events"), "oom_kill")
+        return Measured(peak, oom > self._oom, left)
+
+    def kill(self) -> int:
+        """SIGKILL every process in the group until it is empty; returns how many there were."""
+        procs = self.memory_dir / "cgroup.procs"
+        found = _read(procs).split()
+        if not found:
+            return 0
+        if self.version == "v2":
+            with contextlib.suppress(OSError):  # cgroup.kill: Linux 5.14+
+                _write(self.memory_dir / "cgroup.kill", "1")
+        deadline = time.monotonic() + 2.0
+        pids = found
+        while pids and time.monotonic() < deadline:
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(pid), signal.SIGKILL)
+            time.sleep(0.001)
+            pids = _read(procs).split()
+        log.warning("cgroup %s: killed %d process(es) left after the call", procs.parent,
+                    len(found))  # fmt: skip
+        return len(found)
+
+    # -- internals -------------------------------------------------------------
+
+    def _set_memory(self, memory: int | None) -> None:
+        if self.version == "v2":
+            _write(self.memory_dir / "memory.max", "max" if memory is None else str(memory))
+            with contextlib.suppress(OSError):  # no swap accounting: nothing to cap
+                _write(self.memory_dir / "memory.swap.max", "0")
+            return
+        value = "-1" if memory is None else str(memory)
+        limit = self.memory_dir / "memory.limit_in_bytes"
+        if not self._swap:
+            _write(limit, value)
+            return
+        # memory+swap must stay >= memory: raise it first when going up.
+        swap = self.memory_dir / "memory.memsw.limit_in_bytes"
+        try:
+            _write(limit, value)
+            _write(swap, value)
+        except OSError:
+            _write(swap, value)
+            _write(limit, value)
+
+    def _close_peak(self) -> None:
+        if self._peak_fd >= 0:
+            os.close(self._peak_fd)
+            self._peak_fd = -1
+
+    def remove(self) -> None:
+        """Empty the group and remove its directories (at engine close)."""
+        self._close_peak()
+        with contextlib.suppress(OSError):
+            self.kill()
+        for directory in dict.fromkeys(self.dirs.values()):
+            for _ in range(50):  # the last processes may still be exiting
+                try:
+                    directory.rmdir()
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:
+                    time.sleep(0.02)
+
+
+class Cgroups:
+    """The per-uid cgroups of one engine. Make it with :func:`detect`.
+
+    Attributes:
+        version: ``v1`` or ``v2``.
+        parents: the server's parent directory of the groups, per controller.
+        detail: a sentence for the start banner and ``/healthz``.
+    """
+
+    def __init__(self, version: str, parents: dict[str, Path], detail: str) -> None:
+        self.version = version
+        self.parents = parents
+        self.detail = detail
+        self._groups: dict[int, Group] = {}
+
+    def group(self, uid: int) -> Group:
+        """The cgroup of ``uid``, made on its first use (blocking: a few mkdirs).
+
+        Raises:
+            OSError: it cannot be made.
+        """
+        found = self._groups.get(uid)
+        if found is not None:
+            return found
+        dirs: dict[str, Path] = {}
+        for controller, parent in self.parents.items():
+            path = parent / f"u{uid}"
+            if path not in dirs.values():
+                path.mkdir(exist_ok=True)
+            dirs[controller] = path
+        made = Group(self.version, dirs)
+        self._groups[uid] = made
+        return made
+
+    def close(self) -> None:
+        """Remove every group and the parents (blocking)."""
+        for group in self._groups.values():
+            group.remove()
+        self._groups.clear()
+        for parent in dict.fromkeys(self.parents.values()):
+            with contextlib.suppress(OSError):
+                parent.rmdir()
+
+
+def _mounts() -> list[tuple[str, str, list[str]]]:
+    """(mount point, type, options) of every cgroup mount."""
+    found = []
+    with open("/proc/self/mounts", encoding="utf-8") as mounts:
+        for line in mounts:
+            fields = line.split()
+            if len(fields) >= 4 and fields[2] in ("cgroup", "cgroup2"):
+                found.append((fields[1], fields[2], fields[3].split(",")))
+    return found
+
+
+def _own_paths() -> dict[str, str]:
+    """This process's cgroup path per v1 controller, and ``""`` for v2."""
+    paths = {}
+    with open("/proc/self/cgroup", encoding="utf-8") as own:
+        for line in own:
+            number, controllers, path = line.rstrip("\n").split(":", 2)
+            if number == "0" and controllers == "":
+                paths[""] = path
+            for controller in controllers.split(","):
+                if controller:
+                    paths[controller] = path
+    return paths
+
+
+def _v1_parents(mounts: list[tuple[str, str, list[str]]], own: dict[str, str],
+                name: str) -> dict[str, Path]:  # fmt: skip
+    parents: dict[str, Path] = {}
+    made: list[Path] = []
+    try:
+        for controller in (*_V1_REQUIRED, *_V1_OPTIONAL):
+            point = next((m for m, kind, opts in mounts if kind == "cgroup" and controller in opts),
+                         None)  # fmt: skip
+            if point is None or controller not in own:
+                if controller in _V1_REQUIRED:
+                    raise OSError(f"no cgroup v1 {controller} hierarchy is mounted")
+                continue
+            parent = Path(point) / own[controller].lstrip("/") / name
+            if parent not in parents.values():
+                parent.mkdir()
+                made.append(parent)
+            parents[controller] = parent
+    except OSError:
+        for path in reversed(made):
+            with contextlib.suppress(OSError):
+                path.rmdir()
+        raise
+    return parents
+
+
+def _v2_parent(point: str, own: str, name: str) -> Path:
+    here = Path(point) / own.lstrip("/")
+    available = _read(here / "cgroup.controllers").split()
+    missing = [c for c in _V2_CONTROLLERS[:2] if c not in available]
+    if missing:
+        raise OSError(f"controllers {', '.join(missing)} are not delegated to {here}")
+    wanted = [c for c in _V2_CONTROLLERS if c in available]
+    enabled = _read(here / "cgroup.subtree_control").split()
+    if any(c not in enabled for c in wanted):
+        # EBUSY when the server's cgroup holds processes itself (v2's
+        # no-internal-process rule): run stack in a delegated cgroup of its own.
+        _write(here / "cgroup.subtree_control", " ".join(f"+{c}" for c in wanted))
+    parent = here / name
+    parent.mkdir()
+    try:
+        _write(parent / "cgroup.subtree_control", " ".join(f"+{c}" for c in wanted))
+    except OSError:
+        parent.rmdir()
+        raise
+    return parent
+
+
+def detect(root: bool) -> tuple[Cgroups | None, str]:
+    """Make the server's parent cgroups, if this machine allows; returns them and a sentence.
+
+    Blocking (a few reads and mkdirs). Returns None (and why) when the
+    server is not root or no memory and pids hierarchy is writable here.
+    """
+    if not root:
+        return None, "no per-call cgroups: the server is not root (only per-process rlimits apply)"
+    name = f"stack-{os.getpid()}"
+    try:
+        mounts = _mounts()
+        own = _own_paths()
+        v1 = any(kind == "cgroup" and "memory" in opts for _, kind, opts in mounts)
+        v2 = next((point for point, kind, _ in mounts if kind == "cgroup2"), None)
+        if v1:
+            parents = _v1_parents(mounts, own, name)
+            hybrid = " (hybrid)" if v2 is not None else ""
+            version, detail = "v1", f"cgroup v1{hybrid}: {', '.join(parents)}"
+        elif v2 is not None and "" in own:
+            parent = _v2_parent(v2, own[""], name)
+            parents = {c: parent for c in _V2_CONTROLLERS}
+            version, detail = "v2", "cgroup v2: memory, pids, cpu"
+        else:
+            return None, "no per-call cgroups: no cgroup hierarchy with memory is mounted"
+    except OSError as exc:
+        return None, f"no per-call cgroups: the cgroup hierarchy is not writable here ({exc})"
+    where = next(iter(parents.values()))
+    made = Cgroups(version, parents, f"{detail} per call, under {where.parent}")
+    return made, made.detail
