@@ -36,7 +36,7 @@ from . import hook as hooklib
 from . import isolation, process, quota
 from .invocation import Invocation
 from .languages import Language, Registry
-from .launcher import launcher_path
+from .launcher import Launch, launcher_path
 from .limits import Limits
 from .observer import Observer
 from .process import CallIO, Outcome
@@ -668,29 +668,29 @@ class Call:
             if inv.hook is not None:
                 env["SCRIPT_FILENAME"] = script  # as the script sees it (bwrap: /stack/...)
 
-        # One pid namespace per call: the launcher's, or under bwrap bwrap's own.
-        launch = [str(engine.launcher), "-n", "-s", "4", *([] if bwrap else ["-p"])]
-        if self.uid is not None:
-            launch += ["-u", str(self.uid), "-g", str(self.uid)]
+        rlimits: list[tuple[str, int]] = [("core", 0)]
+        if limits.cpu is not None:
+            rlimits.append(("cpu", math.ceil(limits.cpu)))
+        if limits.memory is not None:
+            rlimits.append((lang.memory_limit, limits.memory))
+        if limits.processes is not None and self.uid is not None:
+            rlimits.append(("nproc", limits.processes))
+        if limits.open_files is not None:
+            rlimits.append(("nofile", limits.open_files))
+        if limits.file_size is not None:
+            rlimits.append(("fsize", limits.file_size))
         group = None
         if engine.cgroups is not None and self.uid is not None:
             group = engine.cgroups.group(self.uid)
-            for procs in group.procs:
-                launch += ["-G", procs]
-        launch += ["-r", "core=0"]
-        if limits.cpu is not None:
-            launch += ["-r", f"cpu={math.ceil(limits.cpu)}"]
-        if limits.memory is not None:
-            launch += ["-r", f"{lang.memory_limit}={limits.memory}"]
-        if limits.processes is not None and self.uid is not None:
-            launch += ["-r", f"nproc={limits.processes}"]
-        if limits.open_files is not None:
-            launch += ["-r", f"nofile={limits.open_files}"]
-        if limits.file_size is not None:
-            launch += ["-r", f"fsize={limits.file_size}"]
-        if not bwrap:
-            launch += ["-c", str(self.workdir)]
-        launch.append("--")
+        launch = Launch(
+            engine.launcher,
+            uid=self.uid,
+            rlimits=tuple(rlimits),
+            cgroup_procs=tuple(group.procs) if group is not None else (),
+            # One pid namespace per call: the launcher's, or under bwrap bwrap's own.
+            pidns=not bwrap,
+            cwd=None if bwrap else self.workdir,
+        ).argv()
         if bwrap:
             if engine.bwrap is None:
                 raise SpawnError("bubblewrap is not installed: apt-get install bubblewrap")

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path, PurePosixPath
 
 from ..errors import ConfigError
+from .launcher import Launch
 
 MODES = ("none", "bwrap", "auto")
 SANDBOX_HOME = PurePosixPath("/tmp")
@@ -200,8 +201,7 @@ def check_bwrap(bwrap: str, uid: int | None, launcher: Path | None = None,
     inner = bwrap_argv(bwrap, workdir=Path("/tmp"), binds=[], uid=uid if root else None, dev=dev)
     argv = [*inner, "/bin/sh", "-c", ": >/dev/null"]
     if launcher is not None:
-        ids = ["-u", str(uid), "-g", str(uid)] if root else []
-        argv = [str(launcher), "-n", *ids, "--", *argv]
+        argv = [*Launch(launcher, uid=uid if root else None, status=False).argv(), *argv]
     elif root:
         setpriv = shutil.which("setpriv")
         if setpriv is None:

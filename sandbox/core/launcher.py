@@ -1,23 +1,137 @@
-"""Finds, or builds once, the small C launcher every call is started through.
+"""The small C launcher every call is started through: its build and its interface.
 
 The launcher (``_launcher.c``) sets the call's rlimits, drops to its uid,
-starts it in a fresh pid namespace (unless bubblewrap makes one) and kills
-whatever is left when it ends. It is compiled with the system C compiler on
-first use and cached by the hash of its source and of the compile line.
+enters its cgroups, starts it in a fresh pid namespace (unless bubblewrap
+makes one) and kills whatever is left when it ends. It is compiled with the
+system C compiler on first use and cached by the hash of its source and of
+the compile line.
+
+This module owns the interface: :class:`Launch` builds the command line,
+:data:`CONTROL_FD` and :data:`STATUS_FD` are the descriptors a spawn gives
+it, and :class:`LauncherStatus` reads what it reports on the status fd.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..errors import SpawnError
 
 SOURCE = Path(__file__).with_name("_launcher.c")
+
+CONTROL_FD = 3
+"""The call's response-control descriptor (fd 3 messages), as the program sees it."""
+STATUS_FD = 4
+"""Where the launcher reports (``-s``): a ``{"reaper": PID}`` line, then its status line."""
+
+
+@dataclass(frozen=True)
+class Launch:
+    """One launcher command line (up to and including ``--``; the program follows).
+
+    Attributes:
+        launcher: the launcher executable.
+        uid: run the program as this uid and gid, with no other group (root only).
+        rlimits: ``(name, value)`` pairs: cpu, as, data, nproc, nofile, fsize, stack, core.
+        cgroup_procs: ``cgroup.procs`` files the launcher enters before it forks.
+        pidns: a new pid namespace of the launcher's (not under bubblewrap,
+            which makes its own).
+        cwd: the program's working directory.
+        status: report on :data:`STATUS_FD`.
+    """
+
+    launcher: Path
+    uid: int | None = None
+    rlimits: tuple[tuple[str, int], ...] = ()
+    cgroup_procs: tuple[str, ...] = ()
+    pidns: bool = False
+    cwd: Path | None = None
+    status: bool = True
+
+    def argv(self) -> list[str]:
+        """The command line; ``no_new_privs`` is always set."""
+        argv = [str(self.launcher), "-n"]
+        if self.status:
+            argv += ["-s", str(STATUS_FD)]
+        if self.pidns:
+            argv.append("-p")
+        if self.uid is not None:
+            argv += ["-u", str(self.uid), "-g", str(self.uid)]
+        for procs in self.cgroup_procs:
+            argv += ["-G", procs]
+        for name, value in self.rlimits:
+            argv += ["-r", f"{name}={value}"]
+        if self.cwd is not None:
+            argv += ["-c", str(self.cwd)]
+        argv.append("--")
+        return argv
+
+
+@dataclass(frozen=True)
+class LauncherStatus:
+    """The launcher's last status line: how the program ended and what the tree used.
+
+    Attributes:
+        exit: the program's exit status, or None (killed by a signal, or never ran).
+        signal: the signal that ended it, or None.
+        cpu: user + system CPU seconds of every process it reaped.
+        maxrss: the largest process's peak resident memory, in bytes.
+        killed: the launcher killed processes left behind.
+        exec_errno: the errno of a failed exec of the program (0: it ran).
+        pidns: whether the launcher's pid namespace was made (False: the
+            process-group fallback), or None when it was not asked for.
+    """
+
+    exit: int | None
+    signal: int | None
+    cpu: float
+    maxrss: int
+    killed: bool
+    exec_errno: int
+    pidns: bool | None
+
+    @classmethod
+    def parse(cls, data: bytes, *, asked_pidns: bool) -> LauncherStatus | None:
+        """The status in what the launcher wrote on its status fd, or None if it wrote none."""
+        found: dict[str, Any] | None = None
+        for line in data.splitlines():
+            try:
+                parsed = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(parsed, dict) and "exit" in parsed:
+                found = parsed
+        if found is None:
+            return None
+        code = int(found.get("exit", -1))
+        return cls(
+            exit=code if code >= 0 else None,
+            signal=int(found.get("signal", 0)) or None,
+            cpu=float(found.get("utime", 0.0)) + float(found.get("stime", 0.0)),
+            maxrss=int(found.get("maxrss_kb", 0)) * 1024,
+            killed=bool(found.get("killed", False)),
+            exec_errno=int(found.get("exec_errno", 0)),
+            pidns=bool(found["pidns"]) if asked_pidns and "pidns" in found else None,
+        )
+
+
+def parse_reaper(line: bytes) -> int | None:
+    """The reaper's pid from the launcher's first status line (None if unreadable)."""
+    try:
+        value = json.loads(line).get("reaper", 0)
+    except (ValueError, AttributeError, TypeError):
+        return None
+    return int(value) or None if isinstance(value, int) else None
+
+
 FLAGS = ("-O2", "-std=gnu11")
 
 

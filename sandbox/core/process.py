@@ -14,7 +14,6 @@ does not answer, and reaped, in a shielded scope.
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import re
 import select
@@ -28,6 +27,7 @@ import psutil
 import trio
 
 from .control import CGIHead, Control, Event, Head
+from .launcher import CONTROL_FD, STATUS_FD, LauncherStatus, parse_reaper
 
 if TYPE_CHECKING:
     from .cgroups import Group, Measured
@@ -340,7 +340,7 @@ class _Pump:
         self.stderr_tail = bytearray()
         self.stderr_pending = b""
         self.stderr_logged = 0
-        self.status: dict[str, Any] | None = None
+        self.status: LauncherStatus | None = None
         self.status_buf = b""
         self.pid = -1
         self.exited = trio.Event()
@@ -601,23 +601,11 @@ class _Pump:
         self.told_started = True
         if self.spawned_at is None:
             self.spawned_at = time.monotonic()
-        first = self.status_buf.split(b"\n", 1)[0]
-        try:
-            self.reaper = int(json.loads(first).get("reaper", 0)) or None
-        except (ValueError, AttributeError, TypeError):
-            self.reaper = None
+        self.reaper = parse_reaper(self.status_buf.split(b"\n", 1)[0])
         self.io.on_started(Running(self))
 
     def parse_status(self) -> None:
-        status = None
-        for line in self.status_buf.splitlines():
-            try:
-                parsed = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(parsed, dict) and "exit" in parsed:
-                status = parsed
-        self.status = status
+        self.status = LauncherStatus.parse(self.status_buf, asked_pidns=self.spawn.pidns)
 
     # -- stdin -----------------------------------------------------------------
 
@@ -754,8 +742,8 @@ def start(spawn: Spawn) -> Started:
                 (os.POSIX_SPAWN_DUP2, stdin_r, 0),
                 (os.POSIX_SPAWN_DUP2, stdout_w, 1),
                 (os.POSIX_SPAWN_DUP2, stderr_w, 2),
-                (os.POSIX_SPAWN_DUP2, ctl_w, 3),
-                (os.POSIX_SPAWN_DUP2, status_w, 4),
+                (os.POSIX_SPAWN_DUP2, ctl_w, CONTROL_FD),
+                (os.POSIX_SPAWN_DUP2, status_w, STATUS_FD),
             ],
             setsid=True,
             setsigdef=(signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM),
@@ -917,19 +905,17 @@ async def _finish_status(call: _Pump) -> None:
 
 
 def _outcome(call: _Pump, wall: float, measured: Measured | None = None) -> Outcome:
-    st = call.status or {}
-    exit_code: int | None = st.get("exit")
-    sig: int | None = st.get("signal") or None
-    if exit_code is not None and exit_code < 0:
-        exit_code = None
+    st = call.status
+    exit_code = st.exit if st is not None else None
+    sig = st.signal if st is not None else None
     if call.spawn.exit_is_signal and exit_code is not None and 128 < exit_code < 128 + 65:
         # bubblewrap reports a child killed by signal N as exit 128 + N.
         sig = exit_code - 128
         exit_code = None
-    rss = int(st.get("maxrss_kb", 0)) * 1024
+    rss = st.maxrss if st is not None else 0
     usage = Usage(
         wall=wall,
-        cpu=float(st.get("utime", 0.0)) + float(st.get("stime", 0.0)),
+        cpu=st.cpu if st is not None else 0.0,
         memory=measured.peak if measured is not None and measured.peak is not None else rss,
         bytes_in=call.bytes_in,
         bytes_out=call.bytes_out,
@@ -946,11 +932,11 @@ def _outcome(call: _Pump, wall: float, measured: Measured | None = None) -> Outc
                 "/dev/shm, /run and /var together)"
             )
     if reason is None:
-        if st.get("exec_errno"):
-            reason = "spawn"
-            message = f"could not run the interpreter: {os.strerror(int(st['exec_errno']))}"
-        elif not st:
+        if st is None:
             reason, message = "spawn", "the launcher ended without a status"
+        elif st.exec_errno:
+            reason = "spawn"
+            message = f"could not run the interpreter: {os.strerror(st.exec_errno)}"
         elif sig:
             reason = "signal"
             message = f"the script was killed by {signal_name(sig)}"
@@ -988,7 +974,7 @@ def _outcome(call: _Pump, wall: float, measured: Measured | None = None) -> Outc
         stderr=stderr,
         stream=call.stream,
         spawn=call.spawned_at - call.started_at if call.spawned_at is not None else None,
-        pidns=bool(st["pidns"]) if call.spawn.pidns and "pidns" in st else None,
+        pidns=st.pidns if st is not None else None,
     )
 
 
