@@ -13,8 +13,9 @@ from pathlib import Path
 
 import trio
 
+from ..core.builds import Build
 from ..core.control import Event, Head
-from ..core.engine import Build, open_engine
+from ..core.engine import open_engine
 from ..core.process import CollectIO, Running
 from ..features import jobs as ex
 from .common import add_config_flags, exit_code, load_config

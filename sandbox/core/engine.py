@@ -18,10 +18,7 @@ import logging
 import math
 import os
 import shutil
-import stat
-import sys
 import tempfile
-import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -34,6 +31,16 @@ from ..errors import ConfigError, Overloaded, SpawnError, UnknownLanguage
 from . import cgroups as cgrouplib
 from . import hook as hooklib
 from . import isolation, process, quota
+from .builds import Build, BuildCache
+from .files import (
+    META,
+    SHM,
+    copy_regular_files,
+    remove_call_dir,
+    remove_tree,
+    roomy_tmpfs,
+    write_meta,
+)
 from .invocation import Invocation
 from .languages import Language, Registry
 from .launcher import Launch, launcher_path
@@ -163,6 +170,7 @@ class Engine:
         self._counter = 0
         self._pools: dict[str, Pool] = {}
         self._nursery: trio.Nursery | None = None
+        self.stuck: list[Path] = []  # call directories whose removal failed
 
     def observe(self, observer: Observer) -> None:
         """Tell ``observer`` of every call from now on (see :mod:`sandbox.core.observer`)."""
@@ -224,7 +232,7 @@ class Engine:
         if key not in self._staged:
             temporary = self.base / "code" / f".{key}.tmp"
             shutil.rmtree(temporary, ignore_errors=True)
-            _copy_regular_files(folder, temporary)
+            copy_regular_files(folder, temporary)
             shutil.rmtree(target, ignore_errors=True)
             os.replace(temporary, target)
             self._staged.add(key)
@@ -296,20 +304,27 @@ class Engine:
             call = Call(self, limits, workdir, self._view(workdir), uid, waiting, pool)
             yield call
         finally:
-            # Most calls leave nothing to wait for: no shielded scope then.
-            if call is not None and call.warm is not None:
-                with trio.CancelScope(shield=True):
-                    await call.warm.started.discard()  # never handed its call
-                call.count_warm(None)
-            if waiting is not None and pool is not None:
-                pool.release()
-            if workdir is not None and not self._drop_workdir_now(workdir):
-                with trio.CancelScope(shield=True):
-                    await trio.to_thread.run_sync(self._drop_workdir, workdir)
-            if uid is not None and self._uids is not None:
-                self._uids.release(uid)
-            self._running -= 1
-            self._slots.release()
+            # Whatever the cleanup meets, the slot, the running count and the
+            # uid go back: a slot lost here is lost for good.
+            clean = True
+            try:
+                # Most calls leave nothing to wait for: no shielded scope then.
+                if call is not None and call.warm is not None:
+                    with trio.CancelScope(shield=True):
+                        await call.warm.started.discard()  # never handed its call
+                    call.count_warm(None)
+                if waiting is not None and pool is not None:
+                    pool.release()
+            finally:
+                if workdir is not None:
+                    clean = await self._release_workdir(workdir)
+                if uid is not None and self._uids is not None:
+                    if clean:
+                        self._uids.release(uid)
+                    else:
+                        self._uids.retire(uid)
+                self._running -= 1
+                self._slots.release()
 
     async def run(
         self, invocation: Invocation, io: CallIO, limits: Limits | None = None
@@ -330,16 +345,80 @@ class Engine:
                 os.rmdir(path)
                 raise
             self._mounted.add(workdir)
-        os.mkdir(path + "/" + _META, 0o755)
+        os.mkdir(path + "/" + META, 0o755)
         if uid is not None:
             os.chown(workdir, uid, uid)
         return workdir
+
+    async def _release_workdir(self, workdir: Path) -> bool:
+        """Remove a call's directory, or set it aside; never raises.
+
+        Returns False only when it could be neither removed nor set aside:
+        its uid must then not serve another call (see :meth:`UidPool.retire`).
+        """
+        try:
+            if self._drop_workdir_now(workdir):
+                return True
+        except Exception:  # whatever a hostile tree makes the removal raise
+            log.exception("call directory %s: removing it failed", workdir)
+        with trio.CancelScope(shield=True):
+            try:
+                await trio.to_thread.run_sync(self._drop_workdir, workdir)
+                return True
+            except Exception as exc:
+                log.error("call directory %s could not be removed (%s); setting it aside",
+                          workdir, exc)  # fmt: skip
+            return await trio.to_thread.run_sync(self._set_aside, workdir)
+        return False  # not reached: the shielded scope is never cancelled
+
+    def _set_aside(self, workdir: Path) -> bool:
+        """Move what a failed removal left where no call can reach it; retried later."""
+        stuck = self.calls / ".stuck"
+        try:
+            stuck.mkdir(mode=0o700, exist_ok=True)
+            target = stuck / workdir.name
+            os.rename(workdir, target)
+        except OSError as exc:
+            log.critical("call directory %s cannot be set aside (%s): its uid is retired",
+                         workdir, exc)  # fmt: skip
+            self.stuck.append(workdir)
+            return False
+        self.stuck.append(target)
+        return True
+
+    async def serve_cleanup(self, *, every: float = 30.0,
+                            task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+                            ) -> None:  # fmt: skip
+        """Retry removing the directories set aside, every ``every`` seconds, until cancelled."""
+        task_status.started()
+        while True:
+            await trio.sleep(every)
+            await self.retry_cleanup()
+
+    async def retry_cleanup(self) -> None:
+        """Try once more to remove each directory set aside."""
+        for path in list(self.stuck):
+            try:
+                await trio.to_thread.run_sync(remove_tree, path)
+            except Exception as exc:
+                log.warning("call directory %s: still not removed (%s)", path, exc)
+            else:
+                self.stuck.remove(path)
+                log.info("call directory %s: removed at last", path)
+
+    def slots_check(self) -> tuple[bool, str]:
+        """Whether every slot is either free or held by a running call (for /healthz)."""
+        held = self.config.max_running - self._slots.value
+        detail = f"{self._running} running, {held} of {self.config.max_running} slots held"
+        if self.stuck:
+            detail += f"; {len(self.stuck)} call directories set aside, removal retried"
+        return held == self._running, detail
 
     def _drop_workdir_now(self, workdir: Path) -> bool:
         """Remove a call's directory at once when that is cheap; False leaves it to
         :meth:`_drop_workdir` in a worker thread."""
         if workdir not in self._mounted:
-            return _remove_call_dir(workdir)
+            return remove_call_dir(workdir)
         try:
             if quota.written(workdir) > quota.SMALL:
                 return False  # freeing many pages: not in the event loop
@@ -352,13 +431,10 @@ class Engine:
     def _drop_workdir(self, workdir: Path) -> None:
         """Remove a call's directory, whatever it holds (blocking)."""
         if workdir in self._mounted:
-            try:
-                quota.unmount(workdir)
-            except OSError as exc:
-                log.error("call directory %s: %s", workdir, exc)
+            quota.unmount(workdir)  # raises when it cannot: the caller sets it aside
             self._mounted.discard(workdir)
             return
-        _remove_tree(workdir)
+        remove_tree(workdir)
 
     def _view(self, workdir: Path) -> PurePosixPath:
         return isolation.SANDBOX_HOME if self.isolation == "bwrap" else PurePosixPath(workdir)
@@ -620,9 +696,9 @@ class Call:
         if inv.request_id:
             env["STACK_REQUEST_ID"] = inv.request_id
         if inv.hook is not None and compile_files is None:
-            _write_meta(meta, "hook.json", json.dumps(inv.hook).encode())
+            write_meta(meta, "hook.json", json.dumps(inv.hook).encode())
             flat = hooklib.flatten(inv.hook)
-            _write_meta(meta, "hook.flat", hooklib.encode_flat(flat))
+            write_meta(meta, "hook.flat", hooklib.encode_flat(flat))
             env["STACK_HOOK"] = str(view_meta / "hook.json")
             env["STACK_HOOK_FLAT"] = str(view_meta / "hook.flat")
             if lang.hook_env == "fit":
@@ -717,115 +793,6 @@ class Call:
         )
 
 
-@dataclass(frozen=True)
-class Build:
-    """The result of a compile step.
-
-    Attributes:
-        outcome: how the compiler ended (None when the build came from the cache).
-        stdout, stderr, output: what the compiler wrote (output interleaves both).
-        directory: the build, read-only, or None when compilation failed.
-        cached: the build was reused.
-    """
-
-    outcome: Outcome | None
-    stdout: bytes
-    stderr: bytes
-    output: bytes
-    directory: Path | None
-    cached: bool = False
-
-    @property
-    def ok(self) -> bool:
-        """True when there is a build to run."""
-        return self.directory is not None
-
-
-class BuildCache:
-    """Compiled programs by the hash of their sources, compile line and compiler.
-
-    Bounded to ``max_entries`` builds (least recently used go first); safe
-    under concurrent identical requests (one compiles, the others wait).
-    """
-
-    def __init__(self, root: Path, max_entries: int = 128) -> None:
-        self.root = root
-        self.max_entries = max_entries
-        self._locks: dict[str, trio.Lock] = {}
-        self._used: dict[str, float] = {}
-        self.hits = 0
-        self.misses = 0
-
-    def key(self, lang: Language, version: str, sources: Sequence[tuple[str, bytes]]) -> str:
-        """The cache key of a build."""
-        digest = hashlib.sha256()
-        for part in (
-            lang.name,
-            version,
-            json.dumps(list(lang.compile)),
-            json.dumps(dict(lang.env)),
-        ):
-            digest.update(part.encode() + b"\0")
-        for name, data in sources:
-            digest.update(name.encode() + b"\0" + str(len(data)).encode() + b"\0" + data)
-        return digest.hexdigest()[:32]
-
-    @asynccontextmanager
-    async def lock(self, key: str) -> AsyncIterator[None]:
-        """Hold the build of ``key``: concurrent identical builds wait here."""
-        lock = self._locks.setdefault(key, trio.Lock())
-        try:
-            async with lock:
-                yield
-        finally:
-            if not lock.locked() and lock.statistics().tasks_waiting == 0:
-                self._locks.pop(key, None)
-
-    def get(self, key: str) -> Path | None:
-        """The build of ``key``, or None."""
-        path = self.root / key
-        if key in self._used and path.is_dir():
-            self._used[key] = time.monotonic()
-            self.hits += 1
-            return path
-        self.misses += 1
-        return None
-
-    def put(self, key: str, built: Path) -> Path:
-        """Keep a finished build (blocking: copies files); returns its place."""
-        target = self.root / key
-        temporary = self.root / f".{key}.tmp"
-        shutil.rmtree(temporary, ignore_errors=True)
-        _copy_regular_files(built, temporary)
-        shutil.rmtree(target, ignore_errors=True)
-        os.replace(temporary, target)
-        self._used[key] = time.monotonic()
-        while len(self._used) > self.max_entries:
-            oldest = min(self._used, key=self._used.__getitem__)
-            del self._used[oldest]
-            shutil.rmtree(self.root / oldest, ignore_errors=True)
-        return target
-
-
-def _copy_regular_files(source: Path, target: Path) -> None:
-    """Copy a build made by the sandbox uid, as root, without trusting it.
-
-    Only directories and regular files are copied (never symlinks, fifos or
-    devices: a link to /etc/shadow or a fifo must not be read as root), and
-    the copies are root's, read-only for everybody else.
-    """
-    target.mkdir(mode=0o755)
-    for entry in os.scandir(source):
-        info = entry.stat(follow_symlinks=False)
-        if stat.S_ISDIR(info.st_mode):
-            _copy_regular_files(Path(entry.path), target / entry.name)
-        elif stat.S_ISREG(info.st_mode):
-            fd = os.open(entry.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-            with os.fdopen(fd, "rb") as src, open(target / entry.name, "wb") as dst:
-                shutil.copyfileobj(src, dst)
-            os.chmod(target / entry.name, 0o755 if info.st_mode & 0o100 else 0o644)
-
-
 def _warm_by_name(warm: Mapping[str, int], registry: Registry) -> dict[str, int]:
     """Warm pool sizes keyed by canonical language names (``py`` -> ``python``).
 
@@ -844,98 +811,6 @@ def _warm_by_name(warm: Mapping[str, int], registry: Registry) -> dict[str, int]
 
 def _with_prelude(lang: Language, prelude: PurePosixPath) -> Language:
     return dataclasses.replace(lang, prelude=Path(prelude))
-
-
-SHM = "/dev/shm"
-SHM_ROOM = 1024**3
-
-
-def _roomy_tmpfs(path: str) -> bool:
-    """Whether ``path`` is a writable tmpfs mount with SHM_ROOM bytes free.
-
-    Under ``--isolate none`` call directories go there unless ``temp_dir``
-    or $TMPDIR says otherwise:
-    each call makes and removes its directory and two Hook files, which on a
-    disk file system costs the server far more CPU than on tmpfs (1.4 ms a
-    call on ext4 here: inode allocation after so many deletions is slow).
-    The rest of the engine's folder (scripts, builds) stays on disk.
-    """
-    try:
-        free = os.statvfs(path)
-        with open("/proc/self/mounts", encoding="utf-8") as mounts:
-            tmpfs = any(line.split()[1:3] == [path, "tmpfs"] for line in mounts)
-    except OSError:
-        return False
-    room = free.f_bavail * free.f_frsize >= SHM_ROOM
-    return tmpfs and room and os.access(path, os.W_OK | os.X_OK)
-
-
-_META = ".stack"
-_META_FILES = ("hook.json", "hook.flat")
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-
-
-def _write_meta(meta: Path, name: str, data: bytes) -> None:
-    """Write one of the engine's files into a call's ``.stack`` (a few system calls)."""
-    fd = os.open(f"{meta}/{name}", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-    try:
-        os.write(fd, data)
-    finally:
-        os.close(fd)
-
-
-def _remove_call_dir(workdir: Path) -> bool:
-    """Remove a call's directory at once if it holds only the engine's own files.
-
-    Most calls leave nothing behind, and removing what the engine made takes
-    a handful of system calls: cheaper in the event loop than a hand-off to
-    a worker thread for :func:`_remove_tree`. The script may have renamed or
-    replaced anything in its directory, so names are only looked up through
-    directory descriptors opened without following links. Returns False,
-    leaving the rest for :func:`_remove_tree`, when anything else is there.
-    """
-    try:
-        top = os.open(workdir, _DIR_FLAGS)
-    except OSError:
-        return False
-    try:
-        try:
-            meta = os.open(_META, _DIR_FLAGS, dir_fd=top)
-        except FileNotFoundError:
-            meta = -1
-        if meta >= 0:
-            try:
-                for name in _META_FILES:
-                    try:
-                        os.unlink(name, dir_fd=meta)
-                    except FileNotFoundError:
-                        pass
-            finally:
-                os.close(meta)
-            os.rmdir(_META, dir_fd=top)
-        os.rmdir(workdir)
-    except OSError:
-        return False
-    finally:
-        os.close(top)
-    return True
-
-
-def _remove_tree(path: Path) -> None:
-    """Remove a call's directory, even parts a script made unwritable."""
-
-    def retry(func: Any, target: str, _exc: Any) -> None:
-        try:
-            os.chmod(os.path.dirname(target), 0o700)
-            os.chmod(target, 0o700)
-            func(target)
-        except OSError:
-            pass
-
-    if sys.version_info >= (3, 12):
-        shutil.rmtree(path, onexc=retry)
-    else:
-        shutil.rmtree(path, onerror=retry)
 
 
 def _prepared_dev(bwrap: str, base: Path, config: EngineConfig, launcher: Path) -> Path | None:
@@ -970,7 +845,7 @@ async def open_engine(config: EngineConfig | None = None) -> AsyncIterator[Engin
             yield engine
     finally:
         with trio.CancelScope(shield=True):
-            await trio.to_thread.run_sync(_remove_tree, base)
+            await trio.to_thread.run_sync(remove_tree, base)
 
 
 def _stage_preludes(registry: Registry, target: Path) -> Registry:
@@ -1035,7 +910,7 @@ async def _open_engine(config: EngineConfig, registry: Registry,
     # Only for trusted code (no sandbox): a hostile script writing files into
     # its directory would fill RAM on tmpfs, the disk elsewhere.
     on_tmpfs = mode == "none" and config.temp_dir is None and not os.environ.get("TMPDIR")
-    if on_tmpfs and _roomy_tmpfs(SHM):
+    if on_tmpfs and roomy_tmpfs(SHM):
         calls = Path(tempfile.mkdtemp(prefix="stack-calls-", dir=SHM))
         os.chmod(calls, 0o711)
     else:
@@ -1051,8 +926,9 @@ async def _open_engine(config: EngineConfig, registry: Registry,
         )
         log.info("limits: %s", engine.cgroup_detail)
         try:
-            async with trio.open_nursery() as nursery:  # the warm pools' tasks
+            async with trio.open_nursery() as nursery:  # warm pools, cleanup retries
                 engine._nursery = nursery
+                await nursery.start(engine.serve_cleanup)
                 try:
                     yield engine
                 finally:
@@ -1074,4 +950,4 @@ async def _open_engine(config: EngineConfig, registry: Registry,
                 if engine.cgroups is not None:
                     await trio.to_thread.run_sync(engine.cgroups.close)
             if not calls.is_relative_to(base):
-                await trio.to_thread.run_sync(_remove_tree, calls)
+                await trio.to_thread.run_sync(remove_tree, calls)

@@ -40,10 +40,11 @@ class UidPool:
         self.base = base
         self._free = list(range(size - 1, -1, -1))
         self._lent = 0
+        self._retired: set[int] = set()
 
     def grow(self, count: int) -> None:
         """Add ``count`` uids (for processes held outside the running slots: warm pools)."""
-        size = len(self._free) + self._lent
+        size = len(self._free) + self._lent + len(self._retired)
         self._free[:0] = range(size + count - 1, size - 1, -1)
 
     def acquire(self) -> int:
@@ -55,6 +56,12 @@ class UidPool:
         """Give a uid back once every process of its call is dead."""
         self._lent -= 1
         self._free.append(uid - self.base)
+
+    def retire(self, uid: int) -> None:
+        """Never lend ``uid`` again (files of its call are left); a new uid takes its place."""
+        self._lent -= 1
+        self._retired.add(uid)
+        self.grow(1)
 
 
 def bwrap_argv(

@@ -1,7 +1,8 @@
 """Health checks: one JSON entry per check; 200 when all pass, 500 when one fails.
 
-Checks: each interpreter found at start is still there, bubblewrap still
-works (when it is the isolation), the queue is below its bound, and what
+Checks: each interpreter found at start is still there, every slot is free
+or held by a running call (a lost slot would wedge the server), bubblewrap
+still works (when it is the isolation), the queue is below its bound, and what
 other parts add (each configured broker connected). Warm pools are listed
 with their size and hit rate, the per-call cgroups (which version, or why
 there are none) and whether calls get the launcher's pid namespace (or its
@@ -50,6 +51,8 @@ class Health:
             else:
                 detail = f"{found.path} is gone (was {found.version} at start)"
                 checks[name] = {"ok": False, "detail": detail}
+        ok, detail = self.engine.slots_check()
+        checks["slots"] = {"ok": ok, "detail": detail}
         checks["isolation"] = self._isolation()
         checks["cgroups"] = {"ok": True, "detail": self.engine.cgroup_detail}
         if self.engine.cgroups is None:

@@ -21,7 +21,8 @@ from typing import Any
 
 import semantic_version
 
-from ..core.engine import Build, Engine
+from ..core.builds import Build
+from ..core.engine import Engine
 from ..core.invocation import Invocation
 from ..core.languages import Language, Registry
 from ..core.limits import Limits

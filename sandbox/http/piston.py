@@ -16,8 +16,9 @@ from typing import Any
 
 import trio
 
+from ..core.builds import Build
 from ..core.control import Event, Head
-from ..core.engine import Build, Engine
+from ..core.engine import Engine
 from ..core.process import CollectIO, Running
 from ..errors import StackError
 from ..features import jobs as ex
