@@ -12,6 +12,16 @@ from typing import Any
 
 MAX_LINE = 64 * 1024
 MAX_CGI_HEAD = 64 * 1024
+MAX_CONTROL_BYTES = 16 * 1024 * 1024
+"""fd 3 bytes read per call; past it the call is ended (an ``output`` outcome)."""
+MAX_HEADERS = 100
+"""Header values in one response head."""
+MAX_HEAD_BYTES = 64 * 1024
+"""Bytes of header names and values in one response head."""
+MAX_EVENTS = 1000
+"""Log and invalid messages reported per call; past it they are counted, not reported."""
+MAX_EVENT_BYTES = 256 * 1024
+"""Bytes of log and invalid messages reported per call."""
 _HOP_BY_HOP = {
     "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "te",
     "trailer", "content-length",
@@ -84,6 +94,14 @@ class HeadBuilder:
         headers = tuple((name, v) for name, values in self._headers.values() for v in values)
         return Head(self.status, self.reason, headers)
 
+    def size(self) -> tuple[int, int]:
+        """``(header values, bytes of names and values)`` of the head so far."""
+        count = size = 0
+        for name, values in self._headers.values():
+            count += len(values)
+            size += sum(len(name) + len(v) + 4 for v in values)
+        return count, size + len(self.reason or "")
+
 
 def check_header(name: str, value: Any) -> list[str]:
     """The text values of a header, or ValueError saying why it cannot be sent."""
@@ -142,13 +160,26 @@ class Control:
 
     After :meth:`freeze` (the head was sent), head-changing messages are
     reported as ``invalid`` events and do nothing.
+
+    Bounded like stdout, since a hostile script writes here too: past
+    :data:`MAX_CONTROL_BYTES` read, or a head over :data:`MAX_HEADERS` values
+    or :data:`MAX_HEAD_BYTES`, :attr:`overflow` says why and the rest is
+    ignored (the caller ends the call); past :data:`MAX_EVENTS` or
+    :data:`MAX_EVENT_BYTES` of log and invalid events, they are only counted
+    (:attr:`dropped`).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, max_bytes: int = MAX_CONTROL_BYTES) -> None:
         self.head = HeadBuilder()
         self.frozen = False
         self.error: Event | None = None
         self.ended = False
+        self.overflow: str | None = None
+        self.dropped = 0
+        self.max_bytes = max_bytes
+        self._read = 0
+        self._reported = 0
+        self._reported_bytes = 0
         self._buffer = b""
         self._skipping = False
 
@@ -159,6 +190,13 @@ class Control:
 
     def feed(self, data: bytes) -> list[Event]:
         """Take bytes read from fd 3; return the events of every complete line."""
+        if self.overflow is not None:
+            return []
+        self._read += len(data)
+        if self._read > self.max_bytes:
+            self.overflow = f"the script wrote more than {self.max_bytes} bytes on fd 3"
+            self._buffer = b""
+            return []
         events: list[Event] = []
         self._buffer += data
         while True:
@@ -179,14 +217,34 @@ class Control:
                 continue
             if line.strip():
                 events.extend(self._message(line))
-        return events
+            if self.overflow is not None:
+                self._buffer = b""
+                break
+        return self._within_budget(events)
 
     def close(self) -> list[Event]:
         """End of fd 3: a last line without a newline still counts."""
         data, self._buffer = self._buffer, b""
-        if data.strip() and not self._skipping:
-            return self._message(data)
-        return []
+        events = []
+        if data.strip() and not self._skipping and self.overflow is None:
+            events = self._within_budget(self._message(data))
+        if self.dropped:
+            events.append(Event("invalid", f"{self.dropped} log or invalid control messages "
+                                           f"were dropped (over {MAX_EVENTS} or "
+                                           f"{MAX_EVENT_BYTES} bytes per call)"))  # fmt: skip
+        return events
+
+    def _within_budget(self, events: list[Event]) -> list[Event]:
+        kept = []
+        for event in events:
+            if event.kind in ("log", "invalid"):
+                self._reported += 1
+                self._reported_bytes += len(event.text)
+                if self._reported > MAX_EVENTS or self._reported_bytes > MAX_EVENT_BYTES:
+                    self.dropped += 1
+                    continue
+            kept.append(event)
+        return kept
 
     def _message(self, line: bytes) -> list[Event]:
         try:
@@ -226,6 +284,18 @@ class Control:
             return [Event("invalid", f"unknown control message type {kind!r}")]
         if self.frozen:
             return [Event("invalid", f"{kind} after the body started is ignored")]
+        before = self.head.status, self.head.reason, dict(self.head._headers)
+        events = self._apply_head(kind, payload)
+        count, size = self.head.size()
+        if count > MAX_HEADERS or size > MAX_HEAD_BYTES:
+            self.head.status, self.head.reason, self.head._headers = before
+            self.overflow = (
+                f"the response head went over its limit of {MAX_HEADERS} header values "
+                f"or {MAX_HEAD_BYTES} bytes"
+            )
+        return events
+
+    def _apply_head(self, kind: str, payload: dict[str, Any]) -> list[Event]:
         if kind == "writeHead":
             # All or nothing: check everything on a copy first.
             trial = HeadBuilder(self.head.status, self.head.reason, dict(self.head._headers))

@@ -100,7 +100,8 @@ class Outcome:
         head_sent: whether the head (and so the body) went out.
         message: a human sentence saying why it ended, when not ``ok``.
         stderr: the last bytes of its stderr.
-        stream: with reason ``output``: which stream went over, ``stdout`` or ``stderr``.
+        stream: with reason ``output``: which stream went over, ``stdout``, ``stderr``
+            or ``control`` (fd 3: too many bytes, or a response head too large).
         spawn: seconds from the spawn to the launcher reporting the tree running.
         pidns: whether the call had a pid namespace of the launcher's: False
             when the launcher was asked for one and fell back to a process
@@ -360,9 +361,17 @@ class _Pump:
 
     # -- control channel ---------------------------------------------------
 
-    def drain_control(self) -> None:
-        """Read every control message already written (non-blocking)."""
-        while not self.ctl_eof:
+    def drain_control(self, cancel: trio.CancelScope | None = None, chunks: int = 16) -> None:
+        """Read the control messages already written, up to ``chunks`` reads (non-blocking).
+
+        Bounded so that a script writing fd 3 as fast as it can does not hold
+        the event loop: what is left is read on the loop's next turn. Past the
+        control channel's limits (see :class:`~sandbox.core.control.Control`)
+        the call ends with an ``output`` outcome.
+        """
+        for _ in range(chunks):
+            if self.ctl_eof:
+                return
             try:
                 data = os.read(self.ctl_fd, CHUNK)
             except BlockingIOError:
@@ -373,6 +382,13 @@ class _Pump:
                 self._events(self.control.close())
                 return
             self._events(self.control.feed(data))
+            if self.control.overflow is not None:
+                if self.reason is None:
+                    self.reason, self.stream = "output", "control"
+                    self.message = self.control.overflow
+                if cancel is not None:
+                    cancel.cancel()
+                return
 
     def _events(self, events: list[Event]) -> None:
         for event in events:
@@ -404,7 +420,7 @@ class _Pump:
             fds = {fd for fd, _ in ready}
             # fd 3 first: what it says before stdout bytes shapes the head.
             if self.ctl_fd in fds:
-                self.drain_control()
+                self.drain_control(cancel)
             # Just after an ``end``, stdout is left to the top of the loop.
             ending = self.control.ended and not self.body_ended
             if self.stdout_fd in fds and not ending and not await self._read_stdout(cancel):
@@ -418,6 +434,8 @@ class _Pump:
             for fd in fds - self.open:
                 if fd != self.pidfd or self.exited.is_set():
                     poll.unregister(fd)
+            # A script that keeps its pipes full must not hold the event loop.
+            await trio.lowlevel.checkpoint()
             if cancel.cancel_called:
                 return
 
@@ -494,6 +512,8 @@ class _Pump:
             return  # no complete CGI head yet: its end of output judges it
         if not self.head_sent and self.reason != "error":
             self.drain_control()
+            if self.control.overflow is not None:
+                return
             self.head_sent = True
             await self.io.send_head(self.control.freeze())
         self.body_ended = True
@@ -515,7 +535,7 @@ class _Pump:
         if not self.head_sent:
             # Everything written on fd 3 before these bytes shapes the head.
             self.drain_control()
-            if self.reason == "error":
+            if self.reason == "error" or self.control.overflow is not None:
                 return
             self.head_sent = True
             await self.io.send_head(self.control.freeze())

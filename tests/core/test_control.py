@@ -10,7 +10,18 @@ from typing import Any
 
 import pytest
 
-from sandbox.core.control import MAX_CGI_HEAD, MAX_LINE, CGIHead, Control, Event, Head, HeadBuilder
+from sandbox.core.control import (
+    MAX_CGI_HEAD,
+    MAX_EVENTS,
+    MAX_HEAD_BYTES,
+    MAX_HEADERS,
+    MAX_LINE,
+    CGIHead,
+    Control,
+    Event,
+    Head,
+    HeadBuilder,
+)
 
 
 def msg(kind: str, payload: Any = None) -> bytes:
@@ -581,3 +592,52 @@ def test_cgi_headers_shape_the_same_head_as_fd3() -> None:
     head.feed(b"Status: 201\nX-Cgi: 1\n\n")
     control.feed(msg("setHeader", {"name": "X-Fd3", "value": "2"}))
     assert control.freeze() == Head(201, None, (("X-Cgi", "1"), ("X-Fd3", "2")))
+
+
+# -- the control channel's bounds ------------------------------------------------
+
+
+def _line(kind: str, **payload: object) -> bytes:
+    return json.dumps({"type": kind, "payload": payload}).encode() + b"\n"
+
+
+def test_a_head_over_its_header_count_overflows_and_keeps_the_last_good_head() -> None:
+    control = Control()
+    for i in range(MAX_HEADERS):
+        control.feed(_line("setHeader", name=f"X-{i}", value="v"))
+    assert control.overflow is None
+    control.feed(_line("setHeader", name="X-Last", value="v"))
+    assert control.overflow is not None
+    assert "response head" in control.overflow
+    assert len(control.head.build().headers) == MAX_HEADERS
+
+
+def test_a_head_over_its_bytes_overflows() -> None:
+    control = Control()
+    half = "x" * (MAX_HEAD_BYTES // 2 + 10)
+    control.feed(_line("setHeader", name="X-A", value=half))
+    assert control.overflow is None
+    control.feed(_line("setHeader", name="X-B", value=half))
+    assert control.overflow is not None
+    assert control.head.build().get("x-a") == half
+    assert control.head.build().get("x-b") is None
+
+
+def test_past_its_bytes_the_channel_is_ignored() -> None:
+    control = Control(max_bytes=1000)
+    assert control.feed(_line("log", entry="a" * 500)) != []
+    assert control.feed(_line("log", entry="b" * 600)) == []
+    assert control.overflow is not None
+    assert control.feed(_line("statusCode", value=404)) == []
+    assert control.head.build().status == 200
+
+
+def test_log_messages_past_the_budget_are_counted_not_reported() -> None:
+    control = Control()
+    events = control.feed(b"".join(_line("log", entry=f"n{i}") for i in range(MAX_EVENTS + 50)))
+    assert len(events) == MAX_EVENTS
+    assert control.dropped == 50
+    assert control.overflow is None
+    closing = control.close()
+    assert [e.kind for e in closing] == ["invalid"]
+    assert "50 log or invalid control messages were dropped" in closing[0].text
