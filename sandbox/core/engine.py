@@ -153,6 +153,7 @@ class Engine:
         self.calls = calls or base / "calls"
         self.root = os.geteuid() == 0
         self.dev: Path | None = None  # under bwrap, a prepared /dev (isolation.prepare_dev)
+        self.etc: Path | None = None  # under bwrap, the /etc calls see (isolation.prepare_etc)
         # A cgroup per sandbox uid (see cgroups.py), or None and why not.
         self.cgroups: cgrouplib.Cgroups | None = None
         self.cgroup_detail = "no per-call cgroups"
@@ -773,7 +774,7 @@ class Call:
             network = engine.config.network if inv.network is None else inv.network
             launch += isolation.bwrap_argv(
                 engine.bwrap, workdir=self.workdir, binds=binds, network=network, uid=self.uid,
-                dev=engine.dev, tmpfs_size=limits.memory or engine.config.disk,
+                dev=engine.dev, tmpfs_size=limits.memory or engine.config.disk, etc=engine.etc,
             )  # fmt: skip
         return process.Spawn(
             argv=launch + argv,
@@ -921,6 +922,7 @@ async def _open_engine(config: EngineConfig, registry: Registry,
                         base=base, calls=calls)  # fmt: skip
         if mode == "bwrap" and bwrap is not None:
             engine.dev = await trio.to_thread.run_sync(_prepared_dev, bwrap, base, config, launcher)
+            engine.etc = await trio.to_thread.run_sync(isolation.prepare_etc, base)
         engine.cgroups, engine.cgroup_detail = await trio.to_thread.run_sync(
             cgrouplib.detect, engine.root
         )

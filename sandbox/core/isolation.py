@@ -74,6 +74,7 @@ def bwrap_argv(
     uid: int | None = None,
     dev: Path | None = None,
     tmpfs_size: int | None = None,
+    etc: Path | None = None,
 ) -> list[str]:
     """The bubblewrap command line for one call, up to and including ``--``.
 
@@ -94,6 +95,8 @@ def bwrap_argv(
         dev: a /dev made by :func:`prepare_dev`, bound as one mount (with a
             tmpfs of the call's own at /dev/shm), or None for bubblewrap's
             ``--dev``.
+        etc: an /etc made by :func:`prepare_etc` (only what interpreters
+            need), or None for the host's whole /etc (less its secret files).
         tmpfs_size: the size of each tmpfs bubblewrap mounts (/dev/shm,
             /run, /var), or None for the kernel's default (half the RAM
             each). Their pages are charged to the call's memory cgroup too;
@@ -110,11 +113,12 @@ def bwrap_argv(
         "--cap-drop", "ALL",
         "--hostname", "stack",
         "--ro-bind", "/usr", "/usr",
-        "--ro-bind", "/etc", "/etc",
+        "--ro-bind", str(etc or "/etc"), "/etc",
     ]  # fmt: skip
-    for hidden in _HIDDEN:
-        if _readable(hidden, uid):
-            argv += ["--ro-bind", "/dev/null", hidden]
+    if etc is None:
+        for hidden in _HIDDEN:
+            if _readable(hidden, uid):
+                argv += ["--ro-bind", "/dev/null", hidden]
     for top in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):
         if os.path.islink(top):
             argv += ["--symlink", os.readlink(top), top]
@@ -189,6 +193,51 @@ def prepare_dev(base: Path) -> Path | None:
         shutil.rmtree(dev, ignore_errors=True)
         return None
     return dev
+
+
+# What interpreters and their libraries read in /etc; the rest (the server's
+# own config, secrets, keys, other services' settings) is not in a call's view.
+ETC_ALLOWED = (
+    "alternatives", "bash.bashrc", "ca-certificates", "ca-certificates.conf", "debian_version",
+    "fonts", "gai.conf", "group", "host.conf", "hostname", "hosts", "inputrc", "java-*",
+    "ld.so.cache", "ld.so.conf", "ld.so.conf.d", "ld-musl-*", "locale.alias", "locale.conf",
+    "localtime", "lsb-release", "magic", "magic.mime", "mime.types", "mtab", "netconfig",
+    "networks", "nsswitch.conf", "os-release", "passwd", "perl", "php", "protocols", "python3",
+    "python3.*", "resolv.conf", "rpc", "services", "ssl", "timezone",
+)  # fmt: skip
+_ETC_FOLLOW = ("hosts", "resolv.conf")  # often links into /run, which a call does not see
+
+
+def prepare_etc(base: Path, source: Path = Path("/etc")) -> Path:
+    """A copy of the parts of /etc that interpreters need, for bubblewrap to bind (blocking).
+
+    Only entries named in :data:`ETC_ALLOWED`, and of those only what every
+    user may read (a file of mode 0600 stays out); links are kept as links.
+    Made once at start: an /etc changed later is seen after a restart.
+    """
+    etc = base / "etc"
+    etc.mkdir(mode=0o755)
+    for pattern in ETC_ALLOWED:
+        for entry in sorted(source.glob(pattern)):
+            follow = entry.name in _ETC_FOLLOW
+            _copy_readable(entry, etc / entry.name, follow=follow)
+    return etc
+
+
+def _copy_readable(source: Path, target: Path, *, follow: bool = False) -> None:
+    try:
+        info = source.stat() if follow else source.lstat()
+    except OSError:
+        return
+    if stat.S_ISLNK(info.st_mode):
+        os.symlink(os.readlink(source), target)
+    elif stat.S_ISDIR(info.st_mode) and info.st_mode & 0o005 == 0o005:
+        target.mkdir(mode=0o755)
+        for child in sorted(source.iterdir()):
+            _copy_readable(child, target / child.name)
+    elif stat.S_ISREG(info.st_mode) and info.st_mode & 0o004:
+        shutil.copyfile(source, target)
+        os.chmod(target, 0o755 if info.st_mode & 0o001 else 0o644)
 
 
 def find_bwrap() -> str | None:
