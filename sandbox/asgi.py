@@ -32,6 +32,8 @@ from .execute import DEFAULT_OUTPUT
 from .execute import add_pools as add_execute_pools
 from .gateway import Gateway
 from .health import Health
+from .judge0 import Settings as Judge0Settings
+from .judge0_http import Judge0, serve_judge0
 from .limits import Limits
 from .metrics import CONTENT_TYPE as METRICS_TYPE
 from .process import Outcome, Running, signal_name
@@ -344,6 +346,7 @@ class StackApp:
         self.execute_output = execute_output
         self.actions = actions
         self.gateway: Gateway | None = None
+        self.judge0: Judge0 | None = None
         self.health = Health(engine)
         self.auth = Authenticator()
         self._pools: dict[str, str | None] = {}
@@ -493,6 +496,9 @@ class StackApp:
             if await piston.handle_http(self.engine, routed, receive, send, send_json,
                                         request_id, self.execute_output):  # fmt: skip
                 return None
+        if self.judge0 is not None and self.judge0.handles(path):
+            await self.judge0.handle(path, scope, receive, send, send_json, request_id, self.auth)
+            return None
         if self.gateway is not None and self.gateway.handles(path):
             await self.gateway.http(path, scope, receive, send, send_json, request_id)
             return None
@@ -800,7 +806,8 @@ async def open_app(path: Path | None, config: EngineConfig | None = None,
                    reporting_url: str | None = None,
                    gateway: BrokerConfig | None = None,
                    brokers: Mapping[str, BrokerConfig] | None = None,
-                   triggers: Sequence[Trigger] = ()) -> AsyncIterator[StackApp]:  # fmt: skip
+                   triggers: Sequence[Trigger] = (),
+                   judge0: Judge0Settings | None = None) -> AsyncIterator[StackApp]:  # fmt: skip
     """Open an engine and a :class:`StackApp` serving the script or folder at ``path``.
 
     Args:
@@ -815,6 +822,7 @@ async def open_app(path: Path | None, config: EngineConfig | None = None,
         gateway: a broker to serve the gateway routes for (/publish, /request, /subscribe, /ws).
         brokers: the configured brokers, by name (those the triggers use are connected).
         triggers: message triggers to run (see :mod:`sandbox.triggers`).
+        judge0: serve Judge0's API (with ``execute``) with these settings.
     """
     async with open_engine(config) as engine:
         services = None
@@ -845,6 +853,8 @@ async def open_app(path: Path | None, config: EngineConfig | None = None,
                 app.warm_pool(service)
             if execute:
                 add_execute_pools(engine)
+                if judge0 is not None:
+                    app.judge0 = await nursery.start(serve_judge0, engine, judge0)
             opened: dict[str, Broker] = {}
             wanted = dict(brokers or {})
             names = {t.broker for t in triggers} | {

@@ -30,6 +30,7 @@ from .config import Config
 from .control import Event, Head
 from .engine import open_engine
 from .errors import ConfigError, StackError
+from .judge0 import Settings as Judge0Settings
 from .languages import Registry
 from .limits import Limits, parse_duration
 from .logs import formatter
@@ -135,7 +136,13 @@ def _serve_parser() -> argparse.ArgumentParser:
         "for this broker: a URL or a name from the config",
     )
     parser.add_argument("--no-execute", action="store_true",
-                        help="do not serve the execute API (/api/v2)")  # fmt: skip
+                        help="do not serve the execute APIs (/api/v2 and Judge0's)")  # fmt: skip
+    parser.add_argument("--judge0-store", metavar="URL",
+                        help="where Judge0 submissions live: sqlite:///PATH (default: in "
+                        "the state folder) or redis://HOST:PORT/DB (nodes sharing a queue)",
+                        )  # fmt: skip
+    parser.add_argument("--no-judge0", action="store_true",
+                        help="do not serve Judge0's API (/submissions, /languages...)")  # fmt: skip
     _add_server_flags(parser)
     return parser
 
@@ -427,15 +434,22 @@ def _run_server(args: argparse.Namespace, path: Path | None, *, execute: bool) -
 
         gateway = broker_from(args.gateway, full)
     reporting = os.environ.get("STACK_REPORTING_URL") or None
+    judge0 = None
+    if execute and not getattr(args, "no_judge0", False):
+        store = {"store": args.judge0_store} if getattr(args, "judge0_store", None) else {}
+        judge0 = Judge0Settings.from_mapping({**full.judge0, **store}, source="judge0")
 
     async def run() -> None:
         async with open_app(path, full.engine, options, debug=args.debug, execute=execute,
                             actions=action_dirs, variables=variables,
                             reporting_url=reporting, gateway=gateway,
-                            brokers=broker_configs, triggers=triggers) as app:  # fmt: skip
+                            brokers=broker_configs, triggers=triggers,
+                            judge0=judge0) as app:  # fmt: skip
             for line in describe(triggers):
                 log.warning("trigger: %s", line)
             app.execute_output = output
+            if app.judge0 is not None:
+                app.judge0.output = output
             app.auth = authenticator
             if app.engine.isolation == "none":
                 log.warning(
@@ -468,6 +482,8 @@ def _run_server(args: argparse.Namespace, path: Path | None, *, execute: bool) -
                     where += f" ({', '.join(names[:12])}{' ...' if len(names) > 12 else ''})"
                 if execute:
                     where += f" and {url}/api/v2/execute"
+                if app.judge0 is not None:
+                    where += f" and {url}/submissions (Judge0)"
                 print(f"stack: serving {what} at {where} [isolate={app.engine.isolation}]",
                       file=sys.stderr, flush=True)  # fmt: skip
                 pools = app.engine.pool_stats()

@@ -36,12 +36,13 @@ import yaml
 
 from .engine import DEFAULT_PATH, EngineConfig
 from .errors import ConfigError
+from .judge0 import Settings
 from .limits import Limits, parse_duration
 
 _KEYS = {
     "isolate", "max_running", "max_queue", "network", "limits", "maxima", "env", "registry",
     "uid_base", "path", "lang", "temp_dir", "auth", "rate_limit", "brokers", "triggers",
-    "warm", "warm_idle",
+    "warm", "warm_idle", "judge0",
 }  # fmt: skip
 
 
@@ -56,6 +57,7 @@ class Config:
         rate_limit: the ``rate_limit`` section.
         brokers: the ``brokers`` section: names to broker settings (``url``...).
         triggers: the ``triggers`` section (see :mod:`sandbox.triggers`).
+        judge0: the ``judge0`` section (see :class:`sandbox.judge0.Settings`).
         base: the folder relative paths in the file are resolved from.
     """
 
@@ -65,6 +67,7 @@ class Config:
     rate_limit: Mapping[str, Any] = field(default_factory=dict)
     brokers: Mapping[str, Any] = field(default_factory=dict)
     triggers: Sequence[Any] = ()
+    judge0: Mapping[str, Any] = field(default_factory=dict)
     base: Path = Path(".")
 
     @classmethod
@@ -129,8 +132,10 @@ class Config:
         triggers = data.get("triggers", base.triggers) or ()
         if not isinstance(triggers, list | tuple):
             raise ConfigError(f"{source}: 'triggers' must be a list")
+        judge0 = dict(_mapping(data, "judge0", source)) if "judge0" in data else base.judge0
+        Settings.from_mapping(judge0, source=source)  # unknown keys fail at load
         return cls(engine=engine, env=env, auth=auth, rate_limit=rate_limit, brokers=brokers,
-                   triggers=tuple(triggers), base=base.base)  # fmt: skip
+                   triggers=tuple(triggers), judge0=judge0, base=base.base)  # fmt: skip
 
     @classmethod
     def from_file(cls, path: Path, *, base: Config | None = None) -> Config:

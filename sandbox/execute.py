@@ -56,6 +56,7 @@ class Job:
         run: limits of the run stage.
         compile: limits of the compile stage.
         output: bytes kept per stream; past it OL (stdout) or EL (stderr).
+        network: whether the run may use the network (None: the server's setting).
     """
 
     language: Language
@@ -66,6 +67,7 @@ class Job:
     run: Limits
     compile: Limits
     output: int
+    network: bool | None = None
 
 
 def runtimes(registry: Registry) -> list[dict[str, Any]]:
@@ -291,6 +293,7 @@ def run_invocation(call: Call, job: Job, names: Sequence[str], build: Build | No
         stdin=job.stdin if stdin else b"",
         build=build.directory if build is not None else None,
         stderr_limit=job.output,
+        network=job.network,
     )
 
 
@@ -314,23 +317,43 @@ def add_pools(engine: Engine, output: int = DEFAULT_OUTPUT) -> None:
             engine.add_pool(pool_key(lang), template, size, limits)
 
 
-async def execute(engine: Engine, job: Job) -> dict[str, Any]:
-    """Run a job to the end; the Piston-shaped result."""
+Runs = list[tuple[Outcome, CollectIO]]
+
+
+async def run_job(engine: Engine, job: Job, *, runs: int = 1) -> tuple[Build | None, Runs]:
+    """Run a job in one call: compile when its language needs it, then ``runs`` runs.
+
+    Returns the build (None for interpreted languages) and each run's outcome
+    and output; no runs when the build failed.
+    """
     run_limits = Limits(**{**job.run.to_json(), "output": job.output})
     async with engine.open_call(run_limits, warm=pool_key(job.language)) as call:
         names = await prepare(call, job)
-        result: dict[str, Any] = {"language": job.language.name, "version": job.version}
         build = None
         if job.language.compile:
             build = await compile_stage(call, job, names)
-            result["compile"] = stage_result(build.outcome, build)
             if not build.ok:
-                result["run"] = result["compile"]  # as Piston does when the run never started
-                return result
-        collect = CollectIO(job.stdin)
-        outcome = await call.run(run_invocation(call, job, names, build, stdin=False), collect)
-        result["run"] = stage_result(outcome, collect)
-        return result
+                return build, []
+        results = []
+        for _ in range(runs):
+            collect = CollectIO(job.stdin)
+            outcome = await call.run(run_invocation(call, job, names, build, stdin=False), collect)
+            results.append((outcome, collect))
+        return build, results
+
+
+async def execute(engine: Engine, job: Job) -> dict[str, Any]:
+    """Run a job to the end; the Piston-shaped result."""
+    build, runs = await run_job(engine, job)
+    result: dict[str, Any] = {"language": job.language.name, "version": job.version}
+    if build is not None:
+        result["compile"] = stage_result(build.outcome, build)
+        if not build.ok:
+            result["run"] = result["compile"]  # as Piston does when the run never started
+            return result
+    outcome, collect = runs[0]
+    result["run"] = stage_result(outcome, collect)
+    return result
 
 
 SIGNALS = {name: int(sig) for name, sig in signal.Signals.__members__.items()}
@@ -359,6 +382,7 @@ __all__ = [
     "execute",
     "parse_job",
     "parse_signal",
+    "run_job",
     "runtimes",
     "stage_result",
 ]

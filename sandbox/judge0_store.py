@@ -1,0 +1,344 @@
+"""Where Judge0 submissions and their queue live: SQLite (one node) or Redis (several).
+
+Both keep each submission as its record (see :mod:`sandbox.judge0`) in JSON
+and a FIFO queue of the tokens waiting to run. The clients are synchronous
+(stdlib ``sqlite3``, redis-py's ``Redis``), called in worker threads through
+``trio.to_thread``, one call at a time per store.
+
+- ``sqlite:///PATH``: a file in the server's state folder by default. It
+  survives a restart: submissions that were running when the server stopped
+  are queued again when it starts.
+- ``redis://HOST:PORT/DB``: several ``stack serve`` nodes share the queue;
+  any node answers for any token. A record expires ``keep`` seconds after it
+  was last written. A node that dies while running a submission loses that
+  run (its record stays Processing until it expires).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+from urllib.parse import unquote, urlsplit
+
+import redis
+import redis.exceptions
+import trio
+
+from .errors import ConfigError, Overloaded
+from .judge0 import IN_QUEUE, PROCESSING, Settings, state_dir
+
+T = TypeVar("T")
+Record = dict[str, Any]
+
+
+class Store(Protocol):
+    """Submissions by token, and the queue of those waiting."""
+
+    #: Seconds between looks at the queue when nothing woke this node.
+    poll: float
+
+    async def add(self, records: Sequence[Record], *, queue: bool = True) -> None:
+        """Keep new records; queue their tokens (in order) unless ``queue`` is false."""
+
+    async def save(self, record: Record) -> None:
+        """Write a record again (its status or result changed)."""
+
+    async def requeue(self, record: Record) -> None:
+        """Put a submission whose run was cut short back at the head of the queue."""
+
+    async def get(self, tokens: Sequence[str]) -> list[Record | None]:
+        """The records of ``tokens``, None for unknown ones."""
+
+    async def delete(self, token: str) -> Record | None:
+        """Forget a record; the record, or None when unknown."""
+
+    async def claim(self) -> Record | None:
+        """Take the oldest queued submission, now Processing; None when the queue is empty."""
+
+    async def queue_size(self) -> int:
+        """Submissions waiting."""
+
+    async def prune(self, before: float) -> int:
+        """Forget finished submissions created before the epoch time ``before``."""
+
+
+class _Threaded:
+    """Runs a store's blocking calls in a thread, one at a time."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+
+    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        def locked() -> T:
+            with self._lock:
+                return fn(*args)
+
+        return await trio.to_thread.run_sync(locked)
+
+
+class SqliteStore(_Threaded):
+    """Submissions in one SQLite file (WAL mode)."""
+
+    poll = 1.0
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self.path = path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None,
+                                       timeout=10)  # fmt: skip
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS submissions (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
+                "token TEXT UNIQUE NOT NULL, status_id INTEGER NOT NULL, "
+                "queued INTEGER NOT NULL, created REAL NOT NULL, data TEXT NOT NULL)"
+            )
+            self._db.execute(
+                "CREATE INDEX IF NOT EXISTS submissions_queue ON submissions (queued, seq)"
+            )
+        except (OSError, sqlite3.Error) as exc:
+            raise ConfigError(f"judge0 store {path}: {exc}") from exc
+
+    def recover(self) -> int:
+        """Queue again what was running when the server stopped (blocking)."""
+        rows = self._db.execute(
+            "SELECT token, data FROM submissions WHERE status_id = ?", (PROCESSING,)
+        ).fetchall()
+        for token, data in rows:
+            record = json.loads(data)
+            record["status_id"] = IN_QUEUE
+            self._db.execute(
+                "UPDATE submissions SET status_id = ?, queued = 1, data = ? WHERE token = ?",
+                (IN_QUEUE, json.dumps(record), token),
+            )
+        return len(rows)
+
+    def close(self) -> None:
+        self._db.close()
+
+    async def add(self, records: Sequence[Record], *, queue: bool = True) -> None:
+        def add() -> None:
+            with self._db:
+                self._db.execute("BEGIN IMMEDIATE")
+                self._db.executemany(
+                    "INSERT INTO submissions (token, status_id, queued, created, data) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    [(r["token"], r["status_id"], int(queue), time.time(), json.dumps(r))
+                     for r in records],
+                )  # fmt: skip
+
+        await self._call(add)
+
+    async def save(self, record: Record) -> None:
+        await self._call(
+            self._db.execute,
+            "UPDATE submissions SET status_id = ?, data = ? WHERE token = ?",
+            (record["status_id"], json.dumps(record), record["token"]),
+        )
+
+    async def requeue(self, record: Record) -> None:
+        # Its sequence number stays: it is the oldest queued again.
+        await self._call(
+            self._db.execute,
+            "UPDATE submissions SET status_id = ?, queued = 1, data = ? WHERE token = ?",
+            (IN_QUEUE, json.dumps(record), record["token"]),
+        )
+
+    async def get(self, tokens: Sequence[str]) -> list[Record | None]:
+        def get() -> list[Record | None]:
+            found: dict[str, Record] = {}
+            for start in range(0, len(tokens), 500):
+                chunk = list(tokens[start : start + 500])
+                marks = ",".join("?" * len(chunk))
+                for token, data in self._db.execute(
+                    f"SELECT token, data FROM submissions WHERE token IN ({marks})", chunk
+                ):
+                    found[token] = json.loads(data)
+            return [found.get(t) for t in tokens]
+
+        return await self._call(get)
+
+    async def delete(self, token: str) -> Record | None:
+        def delete() -> Record | None:
+            row = self._db.execute(
+                "DELETE FROM submissions WHERE token = ? RETURNING data", (token,)
+            ).fetchone()
+            return json.loads(row[0]) if row else None
+
+        return await self._call(delete)
+
+    async def claim(self) -> Record | None:
+        def claim() -> Record | None:
+            with self._db:
+                self._db.execute("BEGIN IMMEDIATE")
+                row = self._db.execute(
+                    "SELECT token, data FROM submissions WHERE queued = 1 ORDER BY seq LIMIT 1"
+                ).fetchone()
+                if row is None:
+                    return None
+                record: Record = json.loads(row[1])
+                record["status_id"] = PROCESSING
+                self._db.execute(
+                    "UPDATE submissions SET queued = 0, status_id = ?, data = ? WHERE token = ?",
+                    (PROCESSING, json.dumps(record), row[0]),
+                )
+                return record
+
+        return await self._call(claim)
+
+    async def queue_size(self) -> int:
+        def size() -> int:
+            row = self._db.execute("SELECT count(*) FROM submissions WHERE queued = 1").fetchone()
+            return int(row[0])
+
+        return await self._call(size)
+
+    async def prune(self, before: float) -> int:
+        def prune() -> int:
+            cursor = self._db.execute(
+                "DELETE FROM submissions WHERE created < ? AND status_id NOT IN (?, ?)",
+                (before, IN_QUEUE, PROCESSING),
+            )
+            return cursor.rowcount
+
+        return await self._call(prune)
+
+
+class RedisStore(_Threaded):
+    """Submissions in Redis: a JSON string per token and a list as the queue."""
+
+    poll = 0.2
+
+    def __init__(self, url: str, prefix: str, keep: float) -> None:
+        super().__init__()
+        self.url = url
+        self.prefix = prefix
+        self.keep = max(1, round(keep))
+        self._redis = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2)
+        self._queue = f"{prefix}queue"
+
+    def _key(self, token: str) -> str:
+        return f"{self.prefix}submission:{token}"
+
+    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        try:
+            return await super()._call(fn, *args)
+        except redis.exceptions.RedisError as exc:
+            where = urlsplit(self.url)._replace(netloc=urlsplit(self.url).hostname or "").geturl()
+            raise Overloaded(f"the submission store ({where}) is unavailable: {exc}",
+                             retry_after=5) from exc  # fmt: skip
+
+    def ping(self) -> None:
+        """Check the server answers (blocking)."""
+        self._redis.ping()
+
+    def close(self) -> None:
+        self._redis.close()
+
+    async def add(self, records: Sequence[Record], *, queue: bool = True) -> None:
+        def add() -> None:
+            pipe = self._redis.pipeline()
+            for record in records:
+                pipe.set(self._key(record["token"]), json.dumps(record), ex=self.keep)
+            if queue and records:
+                pipe.lpush(self._queue, *[r["token"] for r in records])
+            pipe.execute()
+
+        await self._call(add)
+
+    async def save(self, record: Record) -> None:
+        await self._call(self._redis.set, self._key(record["token"]), json.dumps(record),
+                         None, self.keep)  # fmt: skip
+
+    async def requeue(self, record: Record) -> None:
+        def requeue() -> None:
+            pipe = self._redis.pipeline()
+            pipe.set(self._key(record["token"]), json.dumps(record), ex=self.keep)
+            pipe.rpush(self._queue, record["token"])  # claims pop from the right: the head
+            pipe.execute()
+
+        await self._call(requeue)
+
+    async def get(self, tokens: Sequence[str]) -> list[Record | None]:
+        if not tokens:
+            return []
+        values = await self._call(self._redis.mget, [self._key(t) for t in tokens])
+        return [json.loads(v) if v is not None else None for v in values]
+
+    async def delete(self, token: str) -> Record | None:
+        def delete() -> Record | None:
+            pipe = self._redis.pipeline()
+            pipe.get(self._key(token))
+            pipe.delete(self._key(token))
+            pipe.lrem(self._queue, 0, token)
+            value = pipe.execute()[0]
+            return json.loads(value) if value is not None else None
+
+        return await self._call(delete)
+
+    async def claim(self) -> Record | None:
+        def claim() -> Record | None:
+            while True:
+                token: Any = self._redis.rpop(self._queue)
+                if token is None:
+                    return None
+                value = self._redis.get(self._key(token.decode()))
+                if value is None:
+                    continue  # deleted or expired while it waited
+                record: Record = json.loads(value)
+                record["status_id"] = PROCESSING
+                self._redis.set(self._key(record["token"]), json.dumps(record), ex=self.keep)
+                return record
+
+        return await self._call(claim)
+
+    async def queue_size(self) -> int:
+        return int(await self._call(self._redis.llen, self._queue))
+
+    async def prune(self, before: float) -> int:
+        return 0  # records expire by themselves
+
+
+@asynccontextmanager
+async def open_store(settings: Settings) -> AsyncIterator[Store]:
+    """Open the store ``settings.store`` names (default: SQLite in the state folder).
+
+    Raises:
+        ConfigError: the store cannot be opened or reached, saying why.
+    """
+    url = settings.store or f"sqlite:///{state_dir() / 'judge0.sqlite3'}"
+    parts = urlsplit(url)
+    if parts.scheme == "sqlite":
+        path = Path(unquote(parts.path))
+        if parts.netloc:
+            path = Path(parts.netloc + parts.path)
+        sqlite = await trio.to_thread.run_sync(SqliteStore, path)
+        try:
+            await trio.to_thread.run_sync(sqlite.recover)
+            yield sqlite
+        finally:
+            sqlite.close()
+        return
+    if parts.scheme in ("redis", "rediss"):
+        shared = RedisStore(url, settings.prefix, settings.keep)
+        try:
+            await trio.to_thread.run_sync(shared.ping)
+        except redis.exceptions.RedisError as exc:
+            shared.close()
+            raise ConfigError(f"judge0 store {parts.hostname}:{parts.port}: {exc}") from exc
+        try:
+            yield shared
+        finally:
+            shared.close()
+        return
+    raise ConfigError(f"judge0 store {url!r}: use sqlite:///PATH or redis://HOST:PORT/DB")
+
+
+__all__ = ["RedisStore", "SqliteStore", "Store", "open_store"]
