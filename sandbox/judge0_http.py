@@ -168,8 +168,9 @@ class Judge0:
         url = record["callback_url"]
         body = j0.serialize(record, j0.CALLBACK_FIELDS, base64_encoded=True)
         tries = max(1, self.settings.callbacks_max_tries)
-        async with httpx.AsyncClient(timeout=self.settings.callbacks_timeout) as client:
-            for attempt in range(1, tries + 1):
+        for attempt in range(1, tries + 1):
+            # A connection per attempt: a kept-alive one may be closed under the retry.
+            async with httpx.AsyncClient(timeout=self.settings.callbacks_timeout) as client:
                 try:
                     response = await client.put(url, json=body)
                     if response.status_code < 500:
@@ -177,10 +178,10 @@ class Judge0:
                     problem = f"answered {response.status_code}"
                 except httpx.HTTPError as exc:
                     problem = str(exc) or type(exc).__name__
-                log.warning("judge0: callback %d/%d for %s to %s failed: %s", attempt, tries,
-                            record["token"], url, problem)  # fmt: skip
-                if attempt < tries:
-                    await trio.sleep(min(2.0 ** (attempt - 1), 10.0))
+            log.warning("judge0: callback %d/%d for %s to %s failed: %s", attempt, tries,
+                        record["token"], url, problem)  # fmt: skip
+            if attempt < tries:
+                await trio.sleep(min(2.0 ** (attempt - 1), 10.0))
 
     async def prune(self) -> None:
         """Forget finished submissions older than ``keep``, now and then."""

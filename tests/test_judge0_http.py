@@ -1,0 +1,477 @@
+"""Judge0's API end to end: a real `stack serve`, real interpreters, the official SDK, real stores."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import zipfile
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import judge0
+import pytest
+import trio
+
+from sandbox.asgi import open_app
+from sandbox.auth import Authenticator, hash_key
+from sandbox.engine import EngineConfig
+from sandbox.judge0 import DEFAULT_FIELDS, Settings
+from sandbox.limits import Limits
+from sandbox.server import bind, serve
+
+from .brokers.conftest import start_redis
+from .conftest import have, need, need_bwrap
+
+
+@asynccontextmanager
+async def judge0_server(store: str, *, isolate: str = "none", limits: Limits | None = None,
+                        auth: dict[str, Any] | None = None,
+                        **settings: Any) -> AsyncIterator[str]:  # fmt: skip
+    """A real `stack serve` with Judge0's API on a free port; yields its URL."""
+    if isolate == "bwrap":
+        need_bwrap()
+    config = EngineConfig(isolate=isolate, limits=limits or Limits())
+    async with open_app(None, config, execute=True,
+                        judge0=Settings(store=store, **settings)) as app:  # fmt: skip
+        if auth is not None:
+            app.auth = Authenticator.from_mapping(auth, None)
+        async with trio.open_nursery() as nursery:
+            url = await nursery.start(serve, app, bind("127.0.0.1", 0))
+            try:
+                yield url
+            finally:
+                nursery.cancel_scope.cancel()
+
+
+@pytest.fixture
+def sqlite(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'judge0.sqlite3'}"
+
+
+@pytest.fixture
+def use_sdk(monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
+    """Point the official SDK at a server, as a user does: JUDGE0_CE_ENDPOINT."""
+
+    def point(url: str, headers: dict[str, str] | None = None) -> None:
+        monkeypatch.setenv("JUDGE0_CE_ENDPOINT", url)
+        monkeypatch.setenv("JUDGE0_CE_AUTH_HEADERS", json.dumps(headers or {}))
+        monkeypatch.setattr(judge0, "JUDGE0_IMPLICIT_CE_CLIENT", None)
+        monkeypatch.setattr(judge0, "JUDGE0_IMPLICIT_EXTRA_CE_CLIENT", None)
+
+    return point
+
+
+async def in_thread(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """The SDK is synchronous: call it from a worker thread."""
+    return await trio.to_thread.run_sync(lambda: fn(*args, **kwargs))
+
+
+async def finished(http: httpx.AsyncClient, url: str, token: str,
+                   **params: str) -> dict[str, Any]:  # fmt: skip
+    """Poll a submission until it has a verdict."""
+    query = {"base64_encoded": "false", "fields": "*", **params}
+    with trio.fail_after(60):
+        while True:
+            response = await http.get(f"{url}/submissions/{token}", params=query)
+            assert response.status_code == 200, response.text
+            body: dict[str, Any] = response.json()
+            if body["status"]["id"] > 2:
+                return body
+            await trio.sleep(0.05)
+
+
+def b64(data: str | bytes) -> str:
+    return base64.b64encode(data.encode() if isinstance(data, str) else data).decode()
+
+
+C_PROGRAMS = {
+    "segv": "int main(void){volatile int *p = 0; *p = 1; return 0;}",
+    "fpe": "int main(void){volatile int a = 7, z = 0; return a / z;}",
+    "abrt": "#include <stdlib.h>\nint main(void){abort();}",
+    "xfsz": '#include <stdio.h>\nint main(void){FILE *f = fopen("big", "w");'
+    " for (int i = 0; i < 100000; i++) fputc('x', f); fclose(f); return 0;}",
+}
+
+
+# The official SDK ------------------------------------------------------------------------------
+
+
+async def test_the_official_sdk_runs_several_languages(sqlite, use_sdk):
+    programs = [
+        (judge0.PYTHON, "python3", "import sys\nprint('py', sys.stdin.read().strip())"),
+        (judge0.JAVASCRIPT, "node", "console.log('js', require('fs').readFileSync(0, 'utf8').trim())"),
+        (judge0.BASH, "bash", "read x; echo bash $x"),
+        (judge0.RUBY, "ruby", "puts \"rb #{STDIN.read.strip}\""),
+        (judge0.PHP, "php", "<?php echo 'php ', trim(file_get_contents('php://stdin')), \"\\n\";"),
+        (judge0.C, "gcc", '#include <stdio.h>\nint main(void){char s[8]; scanf("%7s", s); printf("c %s\\n", s);}'),
+        (judge0.CPP, "g++", "#include <iostream>\nint main(){std::string s; std::cin >> s; std::cout << \"cpp \" << s << std::endl;}"),
+        (judge0.JAVA, "javac", 'public class Main { public static void main(String[] a) { System.out.println("java " + new java.util.Scanner(System.in).next()); } }'),
+    ]  # fmt: skip
+    programs = [p for p in programs if have(p[1])]
+    if not programs:
+        pytest.skip("no interpreter installed")
+    async with judge0_server(sqlite) as url:
+        use_sdk(url)
+        client = await in_thread(judge0.get_client)
+        assert await in_thread(lambda: client.version) == "1.13.1"
+        assert client.config.max_submission_batch_size == 20
+        for language, _, source in programs:
+            result = await in_thread(judge0.run, source_code=source, language=language,
+                                     stdin="hi")  # fmt: skip
+            assert result.status == judge0.Status.ACCEPTED, (language, result)
+            assert result.stdout.split() == [result.stdout.split()[0], "hi"], result
+            assert result.time is not None
+            assert result.memory > 0
+            assert result.token is not None
+            assert result.created_at is not None
+            assert result.finished_at is not None
+
+
+async def test_the_official_sdk_with_test_cases_and_batches(sqlite, use_sdk):
+    need("python3")
+    async with judge0_server(sqlite) as url:
+        use_sdk(url)
+        results = await in_thread(
+            judge0.run, source_code="print(int(input()) * 2)", language=judge0.PYTHON,
+            test_cases=[("1", "2"), ("2", "5"), judge0.TestCase("10", "20 \n\n")],
+        )  # fmt: skip
+        assert [r.status for r in results] == [judge0.Status.ACCEPTED,
+                                               judge0.Status.WRONG_ANSWER,
+                                               judge0.Status.ACCEPTED]  # fmt: skip
+        assert [r.stdout for r in results] == ["2\n", "4\n", "20\n"]
+        # More submissions than a batch holds: the SDK splits them over several batches.
+        many = [judge0.Submission(source_code=f"print({i})", language=judge0.PYTHON)
+                for i in range(25)]  # fmt: skip
+        results = await in_thread(judge0.run, submissions=many)
+        assert [r.stdout for r in results] == [f"{i}\n" for i in range(25)]
+
+
+@pytest.mark.parametrize("isolate", ["none", "bwrap"])
+async def test_every_verdict_through_the_sdk(sqlite, use_sdk, isolate):
+    need("python3", "gcc")
+    py = judge0.PYTHON
+    cases = [
+        (judge0.Submission(source_code="print(1)", language=py, expected_output="1"), 3),
+        (judge0.Submission(source_code="print(2)", language=py, expected_output="1"), 4),
+        (judge0.Submission(source_code="while True: pass", language=py, cpu_time_limit=0.5,
+                           cpu_extra_time=0.5), 5),
+        (judge0.Submission(source_code="int main(void){", language=judge0.C), 6),
+        (judge0.Submission(source_code=C_PROGRAMS["segv"], language=judge0.C), 7),
+        (judge0.Submission(source_code=C_PROGRAMS["xfsz"], language=judge0.C,
+                           max_file_size=16), 8),
+        (judge0.Submission(source_code=C_PROGRAMS["fpe"], language=judge0.C), 9),
+        (judge0.Submission(source_code=C_PROGRAMS["abrt"], language=judge0.C), 10),
+        (judge0.Submission(source_code="raise SystemExit(3)", language=py), 11),
+        (judge0.Submission(source_code="import os, signal\nos.kill(os.getpid(), signal.SIGTERM)",
+                           language=py), 12),
+    ]  # fmt: skip
+    async with judge0_server(sqlite, isolate=isolate) as url:
+        use_sdk(url)
+        results = await in_thread(judge0.run, submissions=[s for s, _ in cases])
+        assert [int(r.status) for r in results] == [status for _, status in cases], results
+        by_status = {int(r.status): r for r in results}
+        assert by_status[6].compile_output
+        assert "error" in by_status[6].compile_output
+        assert by_status[11].exit_code == 3
+        assert by_status[7].exit_signal == 11
+        assert by_status[5].time >= 0.5
+
+
+# The API as JSON --------------------------------------------------------------------------
+
+
+async def test_submit_poll_fields_and_encodings(client, sqlite):
+    need("python3")
+    async with judge0_server(sqlite) as url:
+        created = await client.post(f"{url}/submissions", json={
+            "source_code": b64("import sys\nprint(sys.stdin.read()[::-1]); print('e', file=sys.stderr)"),
+            "language_id": 71, "stdin": b64("abc")}, params={"base64_encoded": "true"})  # fmt: skip
+        assert created.status_code == 201
+        assert list(created.json()) == ["token"]
+        token = created.json()["token"]
+        body = await finished(client, url, token)
+        assert body["stdout"] == "cba\n"
+        assert body["stderr"] == "e\n"
+        assert body["stdin"] == "abc"
+        assert body["status"] == {"id": 3, "description": "Accepted"}
+        default = (await client.get(f"{url}/submissions/{token}")).json()
+        assert list(default) == list(DEFAULT_FIELDS)
+        encoded = await client.get(f"{url}/submissions/{token}",
+                                   params={"base64_encoded": "true", "fields": "stdout,status_id"})
+        assert encoded.json() == {"stdout": b64("cba\n"), "status_id": 3}
+        invalid = await client.get(f"{url}/submissions/{token}", params={"fields": "stdout,x"})
+        assert (invalid.status_code, invalid.json()) == (400, {"error": "invalid fields: [x]"})
+        unknown = await client.get(f"{url}/submissions/0000")
+        assert unknown.status_code == 404
+        statuses = (await client.get(f"{url}/statuses")).json()
+        assert statuses[3] == {"id": 4, "description": "Wrong Answer"}
+        language = (await client.get(f"{url}/languages/71")).json()
+        assert language["id"] == 71
+        assert language["source_file"] == "main.py"
+        assert (await client.get(f"{url}/languages/7")).status_code == 404
+        assert (await client.get(f"{url}/about")).json()["version"] == "1.13.1"
+        workers = (await client.get(f"{url}/workers")).json()
+        assert workers[0]["available"] == 16
+        assert workers[0]["size"] == 0
+        assert "Architecture" in (await client.get(f"{url}/system_info")).json()
+        assert (await client.put(f"{url}/submissions")).status_code == 405
+
+
+async def test_wait_compiler_options_arguments_runs_redirect_and_files(client, sqlite):
+    need("python3", "gcc")
+    files = io.BytesIO()
+    with zipfile.ZipFile(files, "w") as archive:
+        archive.writestr("helper.py", "GREETING = 'from the zip'\n")
+    async with judge0_server(sqlite) as url:
+        answer = await client.post(f"{url}/submissions", params={"wait": "true"}, json={
+            "source_code": '#include <stdio.h>\nint main(void){printf("%d\\n", ANSWER); return 0;}',
+            "language_id": 50, "compiler_options": "-DANSWER=42"}, timeout=60)  # fmt: skip
+        assert answer.status_code == 201
+        assert answer.json()["stdout"] == "42\n"
+        assert answer.json()["status"]["id"] == 3
+        answer = await client.post(f"{url}/submissions", params={"wait": "true", "fields": "*"},
+                                   json={
+            # Two pipes, read as they come: the pause orders them (one fd would not need it).
+            "source_code": "import sys, time, helper\n"
+                           "print(sys.argv[1:], helper.GREETING, flush=True)\n"
+                           "time.sleep(0.2)\nprint('to stderr', file=sys.stderr)",
+            "language_id": 71, "command_line_arguments": "one 'two words'",
+            "redirect_stderr_to_stdout": True, "additional_files": b64(files.getvalue()),
+            "number_of_runs": 2}, timeout=60)  # fmt: skip
+        body = answer.json()
+        assert body["stdout"] == "['one', 'two words'] from the zip\nto stderr\n"
+        assert body["stderr"] is None
+        assert body["number_of_runs"] == 2
+        assert body["additional_files"] == b64(files.getvalue())
+
+
+async def test_bad_requests_get_judge0s_answers(client, sqlite):
+    need("python3")
+    limits = Limits(timeout=3.0, cpu=2.0, memory=64 * 1024**2)
+    async with judge0_server(sqlite, limits=limits) as url:
+        info = (await client.get(f"{url}/config_info")).json()
+        assert (info["cpu_time_limit"], info["wall_time_limit"]) == (2.0, 3.0)
+        assert info["memory_limit"] == 65536
+        too_much = await client.post(f"{url}/submissions", json={
+            "source_code": "print(1)", "language_id": 71, "cpu_time_limit": 301,
+            "memory_limit": 8 * 1024**2})  # fmt: skip
+        assert too_much.status_code == 422
+        assert too_much.json() == {
+            "cpu_time_limit": ["must be less than or equal to 300"],
+            "memory_limit": ["must be less than or equal to 4194304"],
+        }
+        blank = await client.post(f"{url}/submissions", content=b"")
+        assert blank.status_code == 422
+        assert blank.json() == {"source_code": ["can't be blank"],
+                                "language_id": ["can't be blank"]}  # fmt: skip
+        garbage = await client.post(f"{url}/submissions", content=b"{nope")
+        assert garbage.status_code == 400
+        assert garbage.json()["error"].startswith("the body is not valid JSON")
+        binary = await client.post(f"{url}/submissions", params={"wait": "true"}, json={
+            "source_code": "import sys\nsys.stdout.buffer.write(bytes([255, 254]))",
+            "language_id": 71})  # fmt: skip
+        assert binary.status_code == 201
+        token = binary.json()["token"]
+        assert binary.json()["error"].startswith("some attributes for this submission cannot")
+        shown = await client.get(f"{url}/submissions/{token}")
+        assert shown.status_code == 400
+        raw = await client.get(f"{url}/submissions/{token}", params={"base64_encoded": "true"})
+        assert raw.json()["stdout"] == "//4="
+        disabled = await client.delete(f"{url}/submissions/{token}")
+        assert (disabled.status_code, disabled.json()) == (400, {"error": "delete not allowed"})
+
+
+async def test_batches(client, sqlite):
+    need("python3")
+    async with judge0_server(sqlite) as url:
+        created = await client.post(f"{url}/submissions/batch", json={"submissions": [
+            {"source_code": "print('a')", "language_id": 71},
+            {"source_code": "print('b')", "language_id": 9999},
+            {"source_code": "print('c')", "language_id": 71},
+        ]})  # fmt: skip
+        assert created.status_code == 201
+        first, bad, last = created.json()
+        assert bad == {"language_id": ["language with id 9999 doesn't exist"]}
+        tokens = [first["token"], last["token"]]
+        for token in tokens:
+            await finished(client, url, token)
+        shown = await client.get(f"{url}/submissions/batch", params={
+            "tokens": ",".join([*tokens, "unknown"]), "fields": "stdout,status_id"})  # fmt: skip
+        assert shown.json() == {"submissions": [{"stdout": "a\n", "status_id": 3},
+                                                {"stdout": "c\n", "status_id": 3}, None]}  # fmt: skip
+        none_valid = await client.post(f"{url}/submissions/batch", json={"submissions": [{}]})
+        assert none_valid.status_code == 422
+        too_many = await client.post(f"{url}/submissions/batch", json={
+            "submissions": [{"source_code": "1", "language_id": 71}] * 21})  # fmt: skip
+        assert too_many.status_code == 400
+        assert too_many.json()["error"] == (
+            "number of submissions in a batch should be less than or equal to 20"
+        )
+        empty = await client.get(f"{url}/submissions/batch", params={"tokens": ""})
+        assert empty.json() == {"error": "there should be at least one submission in a batch"}
+
+
+async def test_a_full_queue_answers_503_and_delete(client, sqlite):
+    need("python3")
+    async with judge0_server(sqlite, workers=0, max_queue_size=2,
+                             enable_submission_delete=True) as url:  # fmt: skip
+        job = {"source_code": "print(1)", "language_id": 71}
+        tokens = []
+        for _ in range(2):
+            created = await client.post(f"{url}/submissions", json=job)
+            assert created.status_code == 201
+            tokens.append(created.json()["token"])
+        full = await client.post(f"{url}/submissions", json=job)
+        assert (full.status_code, full.json()) == (503, {"error": "queue is full"})
+        assert full.headers["retry-after"] == "1"
+        batch = await client.post(f"{url}/submissions/batch", json={"submissions": [job]})
+        assert batch.status_code == 503
+        queued = await client.delete(f"{url}/submissions/{tokens[0]}")
+        assert queued.status_code == 400
+        assert queued.json() == {
+            "error": "submission cannot be deleted because its status is 1 (In Queue)"
+        }
+        # A node that runs submissions works through the shared file's queue.
+        async with judge0_server(sqlite, enable_submission_delete=True) as runner:
+            done = await finished(client, runner, tokens[0])
+            assert done["stdout"] == "1\n"
+            deleted = await client.delete(f"{runner}/submissions/{tokens[0]}")
+            assert deleted.status_code == 200
+            assert deleted.json()["stdout"] == b64("1\n")  # base64, as Judge0 answers deletes
+            assert (await client.get(f"{url}/submissions/{tokens[0]}")).status_code == 404
+
+
+async def test_callbacks_are_retried(client, sqlite):
+    need("python3")
+    received: list[dict[str, Any]] = []
+
+    async def receiver(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                await send({"type": message["type"] + ".complete"})
+                if message["type"] == "lifespan.shutdown":
+                    return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        received.append({"method": scope["method"], "body": json.loads(body)})
+        status = 500 if len(received) == 1 else 204
+        await send({"type": "http.response.start", "status": status, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    async with trio.open_nursery() as nursery:
+        hook = await nursery.start(serve, receiver, bind("127.0.0.1", 0))
+        async with judge0_server(sqlite) as url:
+            created = await client.post(f"{url}/submissions", json={
+                "source_code": "print('called back')", "language_id": 71,
+                "callback_url": f"{hook}/done"})  # fmt: skip
+            token = created.json()["token"]
+            with trio.fail_after(30):
+                while len(received) < 2:
+                    await trio.sleep(0.05)
+            await trio.sleep(0.2)  # the callback reads its answer before the server stops
+        nursery.cancel_scope.cancel()
+    assert [r["method"] for r in received] == ["PUT", "PUT"]
+    body = received[1]["body"]
+    assert body["token"] == token
+    assert body["stdout"] == b64("called back\n")
+    assert body["status"] == {"id": 3, "description": "Accepted"}
+
+
+async def test_old_submissions_are_pruned(client, sqlite):
+    need("python3")
+    async with judge0_server(sqlite, keep=0.5) as url:
+        created = await client.post(f"{url}/submissions", params={"wait": "true"},
+                                    json={"source_code": "print(1)", "language_id": 71})
+        token = created.json()["token"]
+        with trio.fail_after(10):
+            while (await client.get(f"{url}/submissions/{token}")).status_code == 200:
+                await trio.sleep(0.1)
+
+
+# Stores -----------------------------------------------------------------------------------
+
+
+async def test_submissions_survive_a_restart(client, sqlite):
+    need("python3")
+    async with judge0_server(sqlite) as url:
+        done = await client.post(f"{url}/submissions", params={"wait": "true"},
+                                 json={"source_code": "print('before')", "language_id": 71})
+        first = done.json()["token"]
+    async with judge0_server(sqlite, workers=0) as url:  # takes submissions, runs none
+        created = await client.post(f"{url}/submissions",
+                                    json={"source_code": "print('after')", "language_id": 71})
+        second = created.json()["token"]
+        waiting = await client.get(f"{url}/submissions/{second}")
+        assert waiting.json()["status"] == {"id": 1, "description": "In Queue"}
+    async with judge0_server(sqlite) as url:
+        assert (await finished(client, url, first))["stdout"] == "before\n"
+        assert (await finished(client, url, second))["stdout"] == "after\n"
+
+
+async def test_a_run_cut_short_by_a_stop_runs_again(client, sqlite):
+    need("python3")
+    async with judge0_server(sqlite) as url:
+        created = await client.post(f"{url}/submissions", json={
+            "source_code": "import time\ntime.sleep(1.5)\nprint('slept')", "language_id": 71})
+        token = created.json()["token"]
+        with trio.fail_after(10):
+            while (await client.get(f"{url}/submissions/{token}")).json()["status"]["id"] == 1:
+                await trio.sleep(0.02)
+    async with judge0_server(sqlite) as url:
+        assert (await finished(client, url, token))["stdout"] == "slept\n"
+
+
+async def test_two_servers_share_a_redis_store(client, tmp_path):
+    need("python3")
+    async with start_redis(tmp_path) as redis_server:
+        store = f"{redis_server.url}/0"
+        async with judge0_server(store, workers=0) as front, judge0_server(store) as back:
+            created = await client.post(f"{front}/submissions/batch", json={"submissions": [
+                {"source_code": f"print({i} * 7)", "language_id": 71} for i in range(6)]})
+            tokens = [t["token"] for t in created.json()]
+            for i, token in enumerate(tokens):
+                assert (await finished(client, front, token))["stdout"] == f"{i * 7}\n"
+            shown = await client.get(f"{back}/submissions/batch",
+                                     params={"tokens": ",".join(tokens), "fields": "status_id"})
+            assert shown.json()["submissions"] == [{"status_id": 3}] * 6
+            workers = (await client.get(f"{front}/workers")).json()[0]
+            assert (workers["available"], workers["size"]) == (0, 0)
+
+
+# Auth ---------------------------------------------------------------------------------------
+
+
+async def test_x_auth_token_and_x_auth_user(client, sqlite, use_sdk):
+    need("python3")
+    keys = {"keys": [
+        {"name": "platform", "sha256": hash_key("sk_token"), "scopes": ["execute"]},
+        {"name": "ops", "sha256": hash_key("sk_admin"), "scopes": ["admin"]},
+    ]}  # fmt: skip
+    async with judge0_server(sqlite, auth=keys, enable_submission_delete=True) as url:
+        assert (await client.get(f"{url}/languages")).status_code == 401
+        token = {"X-Auth-Token": "sk_token"}
+        assert (await client.get(f"{url}/languages", headers=token)).status_code == 200
+        created = await client.post(f"{url}/submissions", headers=token, params={"wait": "true"},
+                                    json={"source_code": "print(1)", "language_id": 71})
+        submission = created.json()["token"]
+        refused = await client.delete(f"{url}/submissions/{submission}", headers=token)
+        assert refused.status_code == 401
+        assert "X-Auth-User" in refused.json()["error"]
+        wrong = await client.delete(f"{url}/submissions/{submission}",
+                                    headers={**token, "X-Auth-User": "sk_token"})
+        assert wrong.status_code == 403
+        deleted = await client.delete(f"{url}/submissions/{submission}",
+                                      headers={**token, "X-Auth-User": "sk_admin"})
+        assert deleted.status_code == 200
+        use_sdk(url, {"X-Auth-Token": "sk_token"})
+        result = await in_thread(judge0.run, source_code="print(6 * 7)", language=judge0.PYTHON)
+        assert result.stdout == "42\n"
