@@ -31,7 +31,7 @@ from . import judge0 as j0
 from .auth import Authenticator
 from .engine import Engine
 from .errors import AuthError, InvalidSubmission, Overloaded, RequestError, StackError
-from .judge0_store import Record, Store, open_store
+from .judge0_store import NODE, Record, Store, open_store
 from .limits import Limits
 from .piston import read_json
 from .process import CollectIO, Outcome
@@ -303,7 +303,7 @@ class Judge0:
             self._wake.set()
             await reply(201, {"token": record["token"]})
             return
-        record["status_id"] = j0.PROCESSING
+        record.update(status_id=j0.PROCESSING, node=NODE)
         await self.store.add([record], queue=False)
         try:
             await self.run(record)

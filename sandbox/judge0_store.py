@@ -17,6 +17,8 @@ and a FIFO queue of the tokens waiting to run. The clients are synchronous
 from __future__ import annotations
 
 import json
+import os
+import socket
 import sqlite3
 import threading
 import time
@@ -35,6 +37,22 @@ from .judge0 import IN_QUEUE, PROCESSING, Settings, state_dir
 
 T = TypeVar("T")
 Record = dict[str, Any]
+#: Who runs a submission, kept in its record while it runs (``node``).
+NODE = f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _gone(node: Any) -> bool:
+    """Whether the server that took a submission has stopped (known on this host only)."""
+    host, _, pid = str(node or "").rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return int(pid) == os.getpid()  # this very process is starting: nothing of it runs yet
 
 
 class Store(Protocol):
@@ -107,18 +125,26 @@ class SqliteStore(_Threaded):
             raise ConfigError(f"judge0 store {path}: {exc}") from exc
 
     def recover(self) -> int:
-        """Queue again what was running when the server stopped (blocking)."""
+        """Queue again what was running when its server stopped (blocking).
+
+        Submissions that another live server on this host is running (two
+        servers on one file) are left to it.
+        """
         rows = self._db.execute(
             "SELECT token, data FROM submissions WHERE status_id = ?", (PROCESSING,)
         ).fetchall()
+        count = 0
         for token, data in rows:
             record = json.loads(data)
+            if not _gone(record.get("node")):
+                continue
+            count += 1
             record["status_id"] = IN_QUEUE
             self._db.execute(
                 "UPDATE submissions SET status_id = ?, queued = 1, data = ? WHERE token = ?",
                 (IN_QUEUE, json.dumps(record), token),
             )
-        return len(rows)
+        return count
 
     def close(self) -> None:
         self._db.close()
@@ -184,7 +210,7 @@ class SqliteStore(_Threaded):
                 if row is None:
                     return None
                 record: Record = json.loads(row[1])
-                record["status_id"] = PROCESSING
+                record.update(status_id=PROCESSING, node=NODE)
                 self._db.execute(
                     "UPDATE submissions SET queued = 0, status_id = ?, data = ? WHERE token = ?",
                     (PROCESSING, json.dumps(record), row[0]),
@@ -293,7 +319,7 @@ class RedisStore(_Threaded):
                 if value is None:
                     continue  # deleted or expired while it waited
                 record: Record = json.loads(value)
-                record["status_id"] = PROCESSING
+                record.update(status_id=PROCESSING, node=NODE)
                 self._redis.set(self._key(record["token"]), json.dumps(record), ex=self.keep)
                 return record
 
@@ -341,4 +367,4 @@ async def open_store(settings: Settings) -> AsyncIterator[Store]:
     raise ConfigError(f"judge0 store {url!r}: use sqlite:///PATH or redis://HOST:PORT/DB")
 
 
-__all__ = ["RedisStore", "SqliteStore", "Store", "open_store"]
+__all__ = ["NODE", "RedisStore", "SqliteStore", "Store", "open_store"]

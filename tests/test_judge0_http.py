@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import socket
 import zipfile
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -20,6 +21,7 @@ from sandbox.asgi import open_app
 from sandbox.auth import Authenticator, hash_key
 from sandbox.engine import EngineConfig
 from sandbox.judge0 import DEFAULT_FIELDS, Settings
+from sandbox.judge0_store import SqliteStore
 from sandbox.limits import Limits
 from sandbox.server import bind, serve
 
@@ -475,3 +477,19 @@ async def test_x_auth_token_and_x_auth_user(client, sqlite, use_sdk):
         use_sdk(url, {"X-Auth-Token": "sk_token"})
         result = await in_thread(judge0.run, source_code="print(6 * 7)", language=judge0.PYTHON)
         assert result.stdout == "42\n"
+
+
+async def test_recovery_leaves_what_a_live_server_runs(tmp_path):
+    store = SqliteStore(tmp_path / "judge0.sqlite3")
+    try:
+        host = socket.gethostname()
+        live = {"token": "a", "status_id": 2, "node": f"{host}:1"}  # pid 1 is alive
+        dead = {"token": "b", "status_id": 2, "node": f"{host}:999999999"}  # past pid_max
+        await store.add([live, dead], queue=False)
+        assert await trio.to_thread.run_sync(store.recover) == 1
+        claimed = await store.claim()
+        assert claimed is not None
+        assert claimed["token"] == "b"
+        assert await store.claim() is None
+    finally:
+        store.close()
