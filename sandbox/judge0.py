@@ -112,7 +112,8 @@ class Settings:
 
     Attributes:
         store: where submissions live: ``sqlite:///PATH`` (default: ``judge0.sqlite3``
-            in the state folder), ``redis://HOST:PORT/DB`` (nodes sharing a queue).
+            in the state folder), ``redis://HOST:PORT/DB`` or
+            ``postgresql://USER@HOST/DB`` (nodes sharing a queue).
         keep: seconds a finished submission is kept before it is pruned.
         workers: submissions this node runs at once (0: it only takes them in;
             default: the engine's ``max_running``).
@@ -151,10 +152,10 @@ class Settings:
     prefix: str = "stack:judge0:"
 
     def __post_init__(self) -> None:
-        if self.store and not self.store.startswith(("sqlite://", "redis://", "rediss://")):
-            raise ConfigError(
-                f"judge0.store {self.store!r}: use sqlite:///PATH or redis://HOST:PORT/DB"
-            )
+        schemes = ("sqlite://", "redis://", "rediss://", "postgresql://", "postgres://")
+        if self.store and not self.store.startswith(schemes):
+            raise ConfigError(f"judge0.store {self.store!r}: use sqlite:///PATH, "
+                              "redis://HOST:PORT/DB or postgresql://USER@HOST/DB")  # fmt: skip
         if self.keep <= 0 or self.max_queue_size < 1 or self.max_submission_batch_size < 1:
             raise ConfigError("judge0: keep, max_queue_size and max_submission_batch_size "
                               "must be positive")  # fmt: skip

@@ -1,9 +1,9 @@
-"""Where Judge0 submissions and their queue live: SQLite (one node) or Redis (several).
+"""Where Judge0 submissions and their queue live: SQLite (one node), Redis or PostgreSQL.
 
-Both keep each submission as its record (see :mod:`sandbox.judge0`) in JSON
+Each keeps a submission as its record (see :mod:`sandbox.judge0`) in JSON
 and a FIFO queue of the tokens waiting to run. The clients are synchronous
-(stdlib ``sqlite3``, redis-py's ``Redis``), called in worker threads through
-``trio.to_thread``, one call at a time per store.
+(stdlib ``sqlite3``, redis-py's ``Redis``, psycopg 3), called in worker
+threads through ``trio.to_thread``, one call at a time per store.
 
 - ``sqlite:///PATH``: a file in the server's state folder by default. It
   survives a restart: submissions that were running when the server stopped
@@ -12,6 +12,9 @@ and a FIFO queue of the tokens waiting to run. The clients are synchronous
   any node answers for any token. A record expires ``keep`` seconds after it
   was last written. A node that dies while running a submission loses that
   run (its record stays Processing until it expires).
+- ``postgresql://USER:PASSWORD@HOST:PORT/DB``: the same for nodes that share
+  a PostgreSQL database (a table ``judge0_submissions``; claims use
+  ``FOR UPDATE SKIP LOCKED``). Needs ``pip install 'psycopg[binary]'``.
 """
 
 from __future__ import annotations
@@ -332,6 +335,160 @@ class RedisStore(_Threaded):
         return 0  # records expire by themselves
 
 
+class PostgresStore(_Threaded):
+    """Submissions in a PostgreSQL table, shared by every node that uses it."""
+
+    poll = 0.2
+
+    def __init__(self, url: str) -> None:
+        super().__init__()
+        self.url = url
+        self._db: Any = None
+
+    def _connect(self) -> Any:
+        import psycopg
+
+        if self._db is None or self._db.closed:
+            self._db = psycopg.connect(self.url, autocommit=True, connect_timeout=5)
+        return self._db
+
+    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        import psycopg
+
+        def reconnecting() -> T:
+            try:
+                return fn(*args)
+            except psycopg.OperationalError:
+                if self._db is not None:
+                    self._db.close()
+                self._db = None  # a dropped connection: the next call opens a new one
+                raise
+
+        try:
+            return await super()._call(reconnecting)
+        except psycopg.Error as exc:
+            host = urlsplit(self.url).hostname
+            raise Overloaded(f"the submission store (postgresql://{host}) is unavailable: "
+                             f"{str(exc).strip()}", retry_after=5) from exc  # fmt: skip
+
+    def open(self) -> None:
+        """Connect and make the table (blocking)."""
+        db = self._connect()
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS judge0_submissions (seq BIGSERIAL, "
+            "token TEXT PRIMARY KEY, status_id INTEGER NOT NULL, queued BOOLEAN NOT NULL, "
+            "created DOUBLE PRECISION NOT NULL, data TEXT NOT NULL)"
+        )
+        db.execute(
+            "CREATE INDEX IF NOT EXISTS judge0_submissions_queue "
+            "ON judge0_submissions (seq) WHERE queued"
+        )
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+
+    async def add(self, records: Sequence[Record], *, queue: bool = True) -> None:
+        def add() -> None:
+            db = self._connect()
+            with db.transaction(), db.cursor() as cursor:
+                cursor.executemany(
+                    "INSERT INTO judge0_submissions (token, status_id, queued, created, data) "
+                    "VALUES (%s, %s, %s, %s, %s)",
+                    [(r["token"], r["status_id"], queue, time.time(), json.dumps(r))
+                     for r in records],
+                )  # fmt: skip
+
+        await self._call(add)
+
+    async def save(self, record: Record) -> None:
+        def save() -> None:
+            self._connect().execute(
+                "UPDATE judge0_submissions SET status_id = %s, data = %s WHERE token = %s",
+                (record["status_id"], json.dumps(record), record["token"]),
+            )
+
+        await self._call(save)
+
+    async def requeue(self, record: Record) -> None:
+        def requeue() -> None:
+            self._connect().execute(
+                "UPDATE judge0_submissions SET status_id = %s, queued = true, data = %s "
+                "WHERE token = %s",
+                (IN_QUEUE, json.dumps(record), record["token"]),
+            )
+
+        await self._call(requeue)
+
+    async def get(self, tokens: Sequence[str]) -> list[Record | None]:
+        def get() -> list[Record | None]:
+            rows = (
+                self._connect()
+                .execute(
+                    "SELECT token, data FROM judge0_submissions WHERE token = ANY(%s)",
+                    (list(tokens),),
+                )
+                .fetchall()
+            )
+            found = {token: json.loads(data) for token, data in rows}
+            return [found.get(t) for t in tokens]
+
+        return await self._call(get)
+
+    async def delete(self, token: str) -> Record | None:
+        def delete() -> Record | None:
+            row = (
+                self._connect()
+                .execute("DELETE FROM judge0_submissions WHERE token = %s RETURNING data", (token,))
+                .fetchone()
+            )
+            return json.loads(row[0]) if row else None
+
+        return await self._call(delete)
+
+    async def claim(self) -> Record | None:
+        def claim() -> Record | None:
+            db = self._connect()
+            with db.transaction():
+                row = db.execute(
+                    "SELECT token, data FROM judge0_submissions WHERE queued ORDER BY seq "
+                    "LIMIT 1 FOR UPDATE SKIP LOCKED"
+                ).fetchone()
+                if row is None:
+                    return None
+                record: Record = json.loads(row[1])
+                record.update(status_id=PROCESSING, node=NODE)
+                db.execute(
+                    "UPDATE judge0_submissions SET queued = false, status_id = %s, data = %s "
+                    "WHERE token = %s",
+                    (PROCESSING, json.dumps(record), row[0]),
+                )
+                return record
+
+        return await self._call(claim)
+
+    async def queue_size(self) -> int:
+        def size() -> int:
+            row = (
+                self._connect()
+                .execute("SELECT count(*) FROM judge0_submissions WHERE queued")
+                .fetchone()
+            )
+            return int(row[0])
+
+        return await self._call(size)
+
+    async def prune(self, before: float) -> int:
+        def prune() -> int:
+            cursor = self._connect().execute(
+                "DELETE FROM judge0_submissions WHERE created < %s AND status_id NOT IN (%s, %s)",
+                (before, IN_QUEUE, PROCESSING),
+            )
+            return int(cursor.rowcount)
+
+        return await self._call(prune)
+
+
 @asynccontextmanager
 async def open_store(settings: Settings) -> AsyncIterator[Store]:
     """Open the store ``settings.store`` names (default: SQLite in the state folder).
@@ -364,7 +521,26 @@ async def open_store(settings: Settings) -> AsyncIterator[Store]:
         finally:
             shared.close()
         return
-    raise ConfigError(f"judge0 store {url!r}: use sqlite:///PATH or redis://HOST:PORT/DB")
+    if parts.scheme in ("postgresql", "postgres"):
+        try:
+            import psycopg  # noqa: F401
+        except ImportError:
+            raise ConfigError(f"judge0 store {parts.scheme}://{parts.hostname}: install "
+                              "psycopg (pip install 'psycopg[binary]')") from None  # fmt: skip
+        database = PostgresStore(url)
+        try:
+            try:
+                await trio.to_thread.run_sync(database.open)
+            except psycopg.Error as exc:
+                raise ConfigError(f"judge0 store postgresql://{parts.hostname}:{parts.port}: "
+                                  f"{str(exc).strip()}") from exc  # fmt: skip
+            yield database
+        finally:
+            database.close()
+        return
+    raise ConfigError(
+        f"judge0 store {url!r}: use sqlite:///PATH, redis://HOST:PORT/DB or postgresql://..."
+    )
 
 
-__all__ = ["NODE", "RedisStore", "SqliteStore", "Store", "open_store"]
+__all__ = ["NODE", "PostgresStore", "RedisStore", "SqliteStore", "Store", "open_store"]

@@ -297,7 +297,7 @@ def test_settings_from_the_config_file():
     assert settings.workers == 0
     with pytest.raises(ConfigError, match="judge0: unknown key"):
         j0.Settings.from_mapping({"stroe": "x"})
-    with pytest.raises(ConfigError, match="use sqlite:///PATH or redis://"):
+    with pytest.raises(ConfigError, match="use sqlite:///PATH, redis://"):
         j0.Settings.from_mapping({"store": "mysql://x"})
     with pytest.raises(ConfigError, match="judge0: unknown key"):
         Config.from_mapping({"judge0": {"max_queue": 3}})

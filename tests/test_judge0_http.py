@@ -5,7 +5,11 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
+import pwd
+import shutil
 import socket
+import tempfile
 import zipfile
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -25,7 +29,7 @@ from sandbox.judge0_store import SqliteStore
 from sandbox.limits import Limits
 from sandbox.server import bind, serve
 
-from .brokers.conftest import start_redis
+from .brokers.conftest import free_port, start_redis
 from .conftest import have, need, need_bwrap
 
 
@@ -432,10 +436,70 @@ async def test_a_run_cut_short_by_a_stop_runs_again(client, sqlite):
         assert (await finished(client, url, token))["stdout"] == "slept\n"
 
 
-async def test_two_servers_share_a_redis_store(client, tmp_path):
+def _postgres_programs() -> tuple[str | None, str | None]:
+    search = os.environ.get("PATH", "") + ":" + ":".join(
+        sorted(str(p) for p in Path("/usr/lib/postgresql").glob("*/bin"))
+    )
+    return shutil.which("initdb", path=search), shutil.which("postgres", path=search)
+
+
+@asynccontextmanager
+async def start_postgres() -> AsyncIterator[str]:
+    """A real PostgreSQL server on a free loopback port (as the postgres user under root)."""
+    pytest.importorskip("psycopg", reason="pip install 'psycopg[binary]'")
+    initdb, postgres = _postgres_programs()
+    if initdb is None or postgres is None:
+        pytest.skip("PostgreSQL is not installed: apt-get install postgresql")
+    root = Path(tempfile.mkdtemp(prefix="stack-pg-"))
+    prefix: list[str] = []
+    if os.geteuid() == 0:  # postgres refuses to run as root
+        try:
+            user = pwd.getpwnam("postgres")
+        except KeyError:
+            pytest.skip("no 'postgres' user to run PostgreSQL as")
+        os.chown(root, user.pw_uid, user.pw_gid)
+        prefix = ["runuser", "-u", "postgres", "--"]
+    data, port = root / "data", free_port()
+    try:
+        await trio.run_process([*prefix, initdb, "-D", str(data), "-U", "stack", "--auth=trust",
+                                "-E", "UTF8"], capture_stdout=True, capture_stderr=True)  # fmt: skip
+        with (root / "log").open("wb") as log:
+            process = await trio.lowlevel.open_process(
+                [*prefix, postgres, "-D", str(data), "-p", str(port), "-h", "127.0.0.1",
+                 "-k", str(root)], stdout=log, stderr=log)  # fmt: skip
+        try:
+            with trio.fail_after(20):
+                while True:
+                    try:
+                        stream = await trio.open_tcp_stream("127.0.0.1", port)
+                        await stream.aclose()
+                        break
+                    except OSError:
+                        await trio.sleep(0.05)
+            await trio.sleep(0.3)  # it listens a moment before it accepts logins
+            yield f"postgresql://stack@127.0.0.1:{port}/postgres"
+        finally:
+            with trio.CancelScope(shield=True):
+                process.terminate()
+                await process.wait()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@asynccontextmanager
+async def shared_store(kind: str, tmp_path: Path) -> AsyncIterator[str]:
+    if kind == "redis":
+        async with start_redis(tmp_path) as redis_server:
+            yield f"{redis_server.url}/0"
+    else:
+        async with start_postgres() as url:
+            yield url
+
+
+@pytest.mark.parametrize("kind", ["redis", "postgresql"])
+async def test_two_servers_share_a_store(client, tmp_path, kind):
     need("python3")
-    async with start_redis(tmp_path) as redis_server:
-        store = f"{redis_server.url}/0"
+    async with shared_store(kind, tmp_path) as store:
         async with judge0_server(store, workers=0) as front, judge0_server(store) as back:
             created = await client.post(f"{front}/submissions/batch", json={"submissions": [
                 {"source_code": f"print({i} * 7)", "language_id": 71} for i in range(6)]})
@@ -447,6 +511,9 @@ async def test_two_servers_share_a_redis_store(client, tmp_path):
             assert shown.json()["submissions"] == [{"status_id": 3}] * 6
             workers = (await client.get(f"{front}/workers")).json()[0]
             assert (workers["available"], workers["size"]) == (0, 0)
+        # Records outlive the servers: a new node reads them.
+        async with judge0_server(store, workers=0) as later:
+            assert (await finished(client, later, tokens[2]))["stdout"] == "14\n"
 
 
 # Auth ---------------------------------------------------------------------------------------
