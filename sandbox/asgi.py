@@ -751,7 +751,7 @@ def _log_access(scope: Scope, status: int, request_id: str, started: float,
     """One line per request; with --log-format json, its fields as JSON."""
     elapsed = time.monotonic() - started
     path = scope.get("path", "")
-    door = ("execute" if path.startswith("/api/v2")
+    door = ("execute" if auth.scope_of(path) == "execute"
             else "action" if path.startswith(("/actions", "/request")) else "service")  # fmt: skip
     principal = scope.get("stack.principal")
     fields: dict[str, Any] = {
@@ -855,6 +855,7 @@ async def open_app(path: Path | None, config: EngineConfig | None = None,
                 add_execute_pools(engine)
                 if judge0 is not None:
                     app.judge0 = await nursery.start(serve_judge0, engine, judge0)
+                    app.health.add("judge0", app.judge0.health)
             opened: dict[str, Broker] = {}
             wanted = dict(brokers or {})
             names = {t.broker for t in triggers} | {

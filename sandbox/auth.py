@@ -347,7 +347,7 @@ def scope_of(path: str) -> str | None:
         return None
     if path == "/metrics":
         return "admin"
-    if path.startswith("/api/v2") or path.split("/")[1] in JUDGE0_ROUTES:
+    if path.startswith("/api/v2") or path.lstrip("/").split("/")[0] in JUDGE0_ROUTES:
         return "execute"
     if path.startswith(("/actions", "/request", "/openapi.json")):
         return "actions"

@@ -70,6 +70,11 @@ class Judge0:
         """Whether ``path`` is one of Judge0's routes."""
         return any(path == r or path.startswith(r + "/") for r in ROUTES)
 
+    def health(self) -> tuple[bool, str]:
+        """The /healthz check: the store answers (blocking; from a worker thread)."""
+        ok, detail = self.store.check()
+        return ok, f"{detail}; {self.working}/{self.workers} running here"
+
     # Background work ----------------------------------------------------------------------
 
     async def dispatch(self) -> None:
@@ -97,13 +102,22 @@ class Judge0:
         try:
             await self.run(record)
             done = True
+        except StackError as exc:  # the store is unreachable: try to queue it again
+            log.warning("judge0: cannot save submission %s: %s", record["token"], exc.message)
         finally:
             self.working -= 1
             free.release()
-            if not done:  # cancelled: the server is stopping; it runs again later
-                with trio.CancelScope(shield=True), trio.move_on_after(5):
-                    record["status_id"] = j0.IN_QUEUE
-                    await self.store.requeue(record)
+            if not done:  # cancelled (the server is stopping) or not saved: it runs again
+                await self._requeue(record)
+
+    async def _requeue(self, record: Record) -> None:
+        with trio.CancelScope(shield=True), trio.move_on_after(5):
+            record["status_id"] = j0.IN_QUEUE
+            try:
+                await self.store.requeue(record)
+            except StackError as exc:
+                log.warning("judge0: cannot queue submission %s again: %s", record["token"],
+                            exc.message)  # fmt: skip
 
     async def run(self, record: Record) -> None:
         """Run a submission to its verdict, save it, and call its callback back."""
@@ -117,7 +131,7 @@ class Judge0:
             except StackError as exc:
                 j0.failed(record, j0.INTERNAL_ERROR, exc.message)
                 break
-            except (OSError, ValueError) as exc:
+            except Exception as exc:  # a bug must fail the submission, never the server
                 log.exception("judge0: submission %s failed", record["token"])
                 j0.failed(record, j0.INTERNAL_ERROR, f"internal error: {exc}")
                 break
@@ -309,9 +323,7 @@ class Judge0:
             await self.run(record)
         finally:
             if record["status_id"] in (j0.IN_QUEUE, j0.PROCESSING):  # the client went away
-                with trio.CancelScope(shield=True), trio.move_on_after(5):
-                    record["status_id"] = j0.IN_QUEUE
-                    await self.store.requeue(record)
+                await self._requeue(record)
         try:
             shaped = j0.serialize(record, fields, base64_encoded=encoded,
                                   registry=self.engine.registry)  # fmt: skip

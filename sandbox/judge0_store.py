@@ -85,6 +85,9 @@ class Store(Protocol):
     async def queue_size(self) -> int:
         """Submissions waiting."""
 
+    def check(self) -> tuple[bool, str]:
+        """For /healthz (blocking, from a worker thread): whether the store answers."""
+
     async def prune(self, before: float) -> int:
         """Forget finished submissions created before the epoch time ``before``."""
 
@@ -229,6 +232,11 @@ class SqliteStore(_Threaded):
 
         return await self._call(size)
 
+    def check(self) -> tuple[bool, str]:
+        with self._lock:
+            row = self._db.execute("SELECT count(*) FROM submissions WHERE queued = 1").fetchone()
+        return True, f"sqlite {self.path}: {row[0]} queued"
+
     async def prune(self, before: float) -> int:
         def prune() -> int:
             cursor = self._db.execute(
@@ -330,6 +338,15 @@ class RedisStore(_Threaded):
 
     async def queue_size(self) -> int:
         return int(await self._call(self._redis.llen, self._queue))
+
+    def check(self) -> tuple[bool, str]:
+        host = urlsplit(self.url).hostname
+        try:
+            with self._lock:
+                size = self._redis.llen(self._queue)
+        except redis.exceptions.RedisError as exc:
+            return False, f"redis {host}: {exc}"
+        return True, f"redis {host}: {size} queued"
 
     async def prune(self, before: float) -> int:
         return 0  # records expire by themselves
@@ -477,6 +494,24 @@ class PostgresStore(_Threaded):
             return int(row[0])
 
         return await self._call(size)
+
+    def check(self) -> tuple[bool, str]:
+        import psycopg
+
+        host = urlsplit(self.url).hostname
+        try:
+            with self._lock:
+                row = (
+                    self._connect()
+                    .execute("SELECT count(*) FROM judge0_submissions WHERE queued")
+                    .fetchone()
+                )
+        except psycopg.Error as exc:
+            if self._db is not None:
+                self._db.close()
+            self._db = None
+            return False, f"postgresql {host}: {str(exc).strip()}"
+        return True, f"postgresql {host}: {row[0]} queued"
 
     async def prune(self, before: float) -> int:
         def prune() -> int:

@@ -224,6 +224,9 @@ async def test_submit_poll_fields_and_encodings(client, sqlite):
         assert workers[0]["available"] == 16
         assert workers[0]["size"] == 0
         assert "Architecture" in (await client.get(f"{url}/system_info")).json()
+        health = (await client.get(f"{url}/healthz")).json()["checks"]["judge0"]
+        assert health["ok"] is True
+        assert health["detail"].startswith("sqlite ")
         assert (await client.put(f"{url}/submissions")).status_code == 405
 
 
