@@ -14,6 +14,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping, Sequence
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ from .gateway import Gateway
 from .health import Health
 from .judge0 import Settings as Judge0Settings
 from .judge0_http import Judge0, serve_judge0
+from .judge0_worker import broker_config
 from .limits import Limits
 from .metrics import CONTENT_TYPE as METRICS_TYPE
 from .process import Outcome, Running, signal_name
@@ -854,7 +856,12 @@ async def open_app(path: Path | None, config: EngineConfig | None = None,
             if execute:
                 add_execute_pools(engine)
                 if judge0 is not None:
-                    app.judge0 = await nursery.start(serve_judge0, engine, judge0)
+                    remote = None
+                    if judge0.broker:
+                        wanted_broker = broker_config(judge0.broker, brokers or {})
+                        remote = await nursery.start(_hold_broker, wanted_broker)
+                    app.judge0 = await nursery.start(partial(serve_judge0, engine, judge0,
+                                                             broker=remote))  # fmt: skip
                     app.health.add("judge0", app.judge0.health)
             opened: dict[str, Broker] = {}
             wanted = dict(brokers or {})

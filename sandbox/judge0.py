@@ -131,6 +131,8 @@ class Settings:
         number_of_runs, max_number_of_runs: runs per submission.
         max_extract_size: KB an ``additional_files`` zip may unpack to.
         prefix: the Redis key prefix.
+        broker: run submissions on ``stack worker --judge0`` over this broker
+            (a NATS URL, or a broker's name from the config) instead of here.
     """
 
     store: str = ""
@@ -150,6 +152,7 @@ class Settings:
     max_number_of_runs: int = 20
     max_extract_size: int = 10240
     prefix: str = "stack:judge0:"
+    broker: str = ""
 
     def __post_init__(self) -> None:
         schemes = ("sqlite://", "redis://", "rediss://", "postgresql://", "postgres://")

@@ -29,12 +29,19 @@ import trio
 from . import execute as ex
 from . import judge0 as j0
 from .auth import Authenticator
+from .brokers import Broker, BrokerUnavailable
 from .engine import Engine
-from .errors import AuthError, InvalidSubmission, Overloaded, RequestError, StackError
+from .errors import (
+    AuthError,
+    InvalidSubmission,
+    NoResponders,
+    Overloaded,
+    RequestError,
+    StackError,
+)
 from .judge0_store import NODE, Record, Store, open_store
-from .limits import Limits
+from .judge0_worker import execute_record, execute_remote, reply_timeout
 from .piston import read_json
-from .process import CollectIO, Outcome
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -53,8 +60,10 @@ class Judge0:
     """Judge0's routes over an engine and a store; made by :func:`serve_judge0`."""
 
     def __init__(self, engine: Engine, settings: j0.Settings, store: Store,
-                 nursery: trio.Nursery, *, output: int = ex.DEFAULT_OUTPUT) -> None:  # fmt: skip
+                 nursery: trio.Nursery, *, output: int = ex.DEFAULT_OUTPUT,
+                 broker: Broker | None = None) -> None:  # fmt: skip
         self.engine = engine
+        self.broker = broker
         self.settings = settings
         self.store = store
         self.output = output
@@ -124,10 +133,15 @@ class Judge0:
         record["status_id"] = j0.PROCESSING
         while True:
             try:
-                await self._execute(record)
+                if self.broker is None:
+                    await execute_record(self.engine, record, output=self.output,
+                                         max_extract=self.settings.max_extract_size)  # fmt: skip
+                else:
+                    timeout = reply_timeout(record, self.engine)
+                    await execute_remote(self.broker, record, timeout)
                 break
-            except Overloaded:
-                await trio.sleep(0.5)  # the engine's own queue is full: wait for a slot
+            except (Overloaded, NoResponders, BrokerUnavailable):
+                await trio.sleep(0.5)  # the engine is full, or no worker listens: wait
             except StackError as exc:
                 j0.failed(record, j0.INTERNAL_ERROR, exc.message)
                 break
@@ -138,44 +152,6 @@ class Judge0:
         await self.store.save(record)
         if record.get("callback_url"):
             self._nursery.start_soon(self._callback, dict(record))
-
-    async def _execute(self, record: Record) -> None:
-        registry = self.engine.registry
-        lang = j0.language_of(registry, int(record["language_id"]))
-        if lang is None:
-            missing = f"language {record['language_id']} is not installed on this server"
-            j0.failed(record, j0.INTERNAL_ERROR, missing)
-            return
-        lang = j0.with_compiler_options(lang, record.get("compiler_options"))
-        files = [(lang.entry_name(), j0.unb64(record["source_code"]) or b"")]
-        extra = j0.unb64(record.get("additional_files"))
-        if extra:
-            names = {lang.entry_name()}
-            for name, data in j0.unzip(extra, self.settings.max_extract_size * 1024):
-                if name not in names:
-                    names.add(name)
-                    files.append((name, data))
-        config = self.engine.config
-        job = ex.Job(
-            language=lang,
-            version=registry.installed(lang).version or "",
-            files=tuple(files),
-            stdin=j0.unb64(record.get("stdin")) or b"",
-            args=j0.arguments(record),
-            run=j0.run_limits(record, config.limits, self.output),
-            compile=Limits(**{**self.engine.compile_limits().to_json(), "output": self.output}),
-            output=self.output,
-            network=True if record.get("enable_network") else None,
-        )
-        build, runs = await ex.run_job(self.engine, job, runs=int(record["number_of_runs"]))
-        compile_output = build.output if build is not None else None
-        if build is not None and not build.ok:
-            outcome = build.outcome
-            if outcome is not None and outcome.reason in ("timeout", "cpu"):
-                compile_output = (compile_output or b"") + b"Compilation time limit exceeded."
-            j0.failed(record, j0.COMPILATION_ERROR, "", compile_output)
-            return
-        j0.finish(record, [_run(outcome, collect) for outcome, collect in runs], compile_output)
 
     async def _callback(self, record: Record) -> None:
         """PUT the submission to its ``callback_url``, with retries (Judge0's fields, base64)."""
@@ -426,22 +402,6 @@ class Judge0:
                                       registry=self.engine.registry))  # fmt: skip
 
 
-def _run(outcome: Outcome, collect: CollectIO) -> j0.Run:
-    usage = outcome.usage
-    return j0.Run(
-        reason=outcome.reason,
-        exit_code=outcome.exit_code,
-        signal=outcome.signal,
-        cpu=usage.cpu,
-        wall=usage.wall,
-        memory=usage.memory,
-        stdout=collect.stdout,
-        stderr=collect.stderr,
-        output=collect.output,
-        message=outcome.message,
-    )
-
-
 async def _body(receive: Receive) -> Any:
     """The request's JSON body; an empty body is ``{}``."""
     try:
@@ -501,14 +461,17 @@ def _system_info() -> dict[str, Any]:
 
 
 async def serve_judge0(engine: Engine, settings: j0.Settings, *, output: int = ex.DEFAULT_OUTPUT,
+                       broker: Broker | None = None,
                        task_status: trio.TaskStatus[Judge0] = trio.TASK_STATUS_IGNORED,
                        ) -> None:  # fmt: skip
     """Open the store, start the dispatcher and the pruner; ``started(Judge0)``.
 
-    Runs until cancelled; runs in flight are then killed and queued again.
+    With ``broker``, submissions run on ``stack worker --judge0`` over it
+    instead of ``engine`` (see :mod:`sandbox.judge0_worker`). Runs until
+    cancelled; runs in flight are then killed and queued again.
     """
     async with open_store(settings) as store, trio.open_nursery() as nursery:
-        judge = Judge0(engine, settings, store, nursery, output=output)
+        judge = Judge0(engine, settings, store, nursery, output=output, broker=broker)
         nursery.start_soon(judge.dispatch)
         nursery.start_soon(judge.prune)
         task_status.started(judge)

@@ -23,13 +23,15 @@ import trio
 
 from sandbox.asgi import open_app
 from sandbox.auth import Authenticator, hash_key
-from sandbox.engine import EngineConfig
+from sandbox.brokers import BrokerConfig, open_broker
+from sandbox.engine import EngineConfig, open_engine
 from sandbox.judge0 import DEFAULT_FIELDS, Settings
 from sandbox.judge0_store import SqliteStore
+from sandbox.judge0_worker import serve_judge0_worker
 from sandbox.limits import Limits
 from sandbox.server import bind, serve
 
-from .brokers.conftest import free_port, start_redis
+from .brokers.conftest import free_port, start_nats, start_redis
 from .conftest import have, need, need_bwrap
 
 
@@ -563,3 +565,34 @@ async def test_recovery_leaves_what_a_live_server_runs(tmp_path):
         assert await store.claim() is None
     finally:
         store.close()
+
+
+async def test_submissions_run_on_stack_workers_over_nats(client, sqlite, tmp_path):
+    need("python3", "gcc")
+    async with start_nats(tmp_path) as nats_server, judge0_server(sqlite,
+                                                                  broker=nats_server.url) as url:
+        job = {"source_code": "import os\nprint(os.environ.get('WHERE', 'the node'))",
+               "language_id": 71}  # fmt: skip
+        # No worker yet: the submission waits for one, it does not fail.
+        waiting = (await client.post(f"{url}/submissions", json=job)).json()["token"]
+        await trio.sleep(0.5)
+        shown = await client.get(f"{url}/submissions/{waiting}", params={"fields": "status_id"})
+        assert shown.json()["status_id"] in (1, 2)
+        stop = trio.Event()
+        config = EngineConfig(isolate="none", env={"WHERE": "a worker"})
+        async with open_engine(config) as engine, open_broker(
+            BrokerConfig(url=nats_server.url, name="workers")
+        ) as broker, trio.open_nursery() as nursery:
+            done: list[int] = []
+
+            async def work(task_status: trio.TaskStatus[None]) -> None:
+                done.append(await serve_judge0_worker(engine, broker, stop=stop,
+                                                      task_status=task_status))  # fmt: skip
+
+            await nursery.start(work)
+            assert (await finished(client, url, waiting))["stdout"] == "a worker\n"
+            compiled = await client.post(f"{url}/submissions", params={"wait": "true"}, json={
+                "source_code": "int main(void){return 4;}", "language_id": 50})  # fmt: skip
+            assert compiled.json()["status"] == {"id": 11, "description": "Runtime Error (NZEC)"}
+            stop.set()
+        assert done == [2]
