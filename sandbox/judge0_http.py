@@ -99,6 +99,7 @@ class Judge0:
                     record = await self.store.claim()
                 except StackError as exc:
                     log.warning("judge0: cannot take from the queue: %s", exc.message)
+                    await trio.sleep(1.0)  # the store is down: do not spin on it
                 if record is None:
                     with trio.move_on_after(self.store.poll):
                         await self._wake.wait()
@@ -131,6 +132,7 @@ class Judge0:
     async def run(self, record: Record) -> None:
         """Run a submission to its verdict, save it, and call its callback back."""
         record["status_id"] = j0.PROCESSING
+        waited = False
         while True:
             try:
                 if self.broker is None:
@@ -140,8 +142,11 @@ class Judge0:
                     timeout = reply_timeout(record, self.engine)
                     await execute_remote(self.broker, record, timeout)
                 break
-            except (Overloaded, NoResponders, BrokerUnavailable):
-                await trio.sleep(0.5)  # the engine is full, or no worker listens: wait
+            except (Overloaded, NoResponders, BrokerUnavailable) as exc:
+                if not waited:  # the engine is full, or no worker listens: wait
+                    log.warning("judge0: submission %s waits: %s", record["token"], exc.message)
+                    waited = True
+                await trio.sleep(0.5)
             except StackError as exc:
                 j0.failed(record, j0.INTERNAL_ERROR, exc.message)
                 break
