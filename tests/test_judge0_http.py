@@ -9,6 +9,7 @@ import os
 import pwd
 import shutil
 import socket
+import subprocess
 import tempfile
 import zipfile
 from collections.abc import AsyncIterator, Callable
@@ -33,6 +34,7 @@ from sandbox.server import bind, serve
 
 from .brokers.conftest import free_port, start_nats, start_redis
 from .conftest import have, need, need_bwrap
+from .test_cli import STACK, stack_server
 
 
 @asynccontextmanager
@@ -596,3 +598,26 @@ async def test_submissions_run_on_stack_workers_over_nats(client, sqlite, tmp_pa
             assert compiled.json()["status"] == {"id": 11, "description": "Runtime Error (NZEC)"}
             stop.set()
         assert done == [2]
+
+
+def test_stack_serve_flags_and_config(tmp_path):
+    # The command line as a user types it: the judge0 section of the config, --judge0-store.
+    need("python3")
+    config = tmp_path / "stack.yaml"
+    config.write_text("judge0:\n  max_queue_size: 7\n  keep: 1d\n")
+    store = tmp_path / "flagged.sqlite3"
+    with stack_server("serve", "-p", "0", "--isolate", "none", "--config", str(config),
+                      "--judge0-store", f"sqlite:///{store}") as (url, _):  # fmt: skip
+        info = httpx.get(f"{url}/config_info").json()
+        assert info["max_queue_size"] == 7
+        answer = httpx.post(f"{url}/submissions", params={"wait": "true"}, timeout=60,
+                            json={"source_code": "print(5)", "language_id": 71})  # fmt: skip
+        assert answer.json()["stdout"] == "5\n"
+    assert store.exists()
+    with stack_server("serve", "-p", "0", "--isolate", "none", "--no-judge0") as (url, _):
+        assert httpx.get(f"{url}/languages").status_code == 404
+    config.write_text("judge0:\n  max_queue: 7\n")
+    done = subprocess.run([*STACK, "serve", "-p", "0", "--config", str(config)],
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 2
+    assert "judge0: unknown key(s) max_queue" in done.stderr
