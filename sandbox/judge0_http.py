@@ -218,7 +218,7 @@ class Judge0:
                      receive: Receive, reply: Callable[[int, Any], Awaitable[None]],
                      auth: Authenticator) -> None:  # fmt: skip
         registry = self.engine.registry
-        allowed = {"/submissions": "POST", "/submissions/batch": "GET, POST"}.get(path, "GET")
+        allowed = {"/submissions": "GET, POST", "/submissions/batch": "GET, POST"}.get(path, "GET")
         if path.startswith("/submissions/") and path != "/submissions/batch":
             allowed = "GET, DELETE"
         if method not in allowed.split(", ") and not (method == "HEAD" and "GET" in allowed):
@@ -226,6 +226,8 @@ class Judge0:
             return
         if path == "/submissions" and method == "POST":
             await self._create(query, scope, receive, reply)
+        elif path == "/submissions":
+            await self._list(query, scope, reply, auth)
         elif path == "/submissions/batch":
             if method == "POST":
                 await self._create_batch(query, scope, receive, reply)
@@ -383,6 +385,38 @@ class Judge0:
                                        "parameter"})  # fmt: skip
             return
         await reply(200, {"submissions": shaped})
+
+    async def _list(self, query: Mapping[str, str], scope: Scope,
+                    reply: Callable[[int, Any], Awaitable[None]],
+                    auth: Authenticator) -> None:  # fmt: skip
+        """``GET /submissions?page=&per_page=``: newest first, as Judge0 pages them."""
+        _authorize(scope, auth)
+        fields = j0.requested_fields(query.get("fields"))
+        number, size = query.get("page", "1"), query.get("per_page", "20")
+        if not number.lstrip("-").isdigit() or int(number) <= 0:
+            await reply(400, {"error": f"invalid page: {number}"})
+            return
+        if not size.lstrip("-").isdigit() or int(size) < 0:
+            await reply(400, {"error": f"invalid per_page: {size}"})
+            return
+        page, per_page = int(number), min(int(size), 1000)
+        records, total = await self.store.page(page, per_page) if per_page else ([], 0)
+        pages = -(-total // per_page) if per_page else 0
+        try:
+            shaped = [j0.serialize(r, fields, base64_encoded=j0.flag(query, "base64_encoded"),
+                                   registry=self.engine.registry) for r in records]  # fmt: skip
+        except j0.NotUtf8:
+            await reply(400, {"error": "some attributes for one or more submissions cannot be "
+                                       "converted to UTF-8, use base64_encoded=true query "
+                                       "parameter"})  # fmt: skip
+            return
+        await reply(200, {"submissions": shaped, "meta": {
+            "current_page": page,
+            "next_page": page + 1 if page < pages else None,
+            "prev_page": page - 1 if page > 1 else None,
+            "total_pages": pages,
+            "total_count": total,
+        }})  # fmt: skip
 
     async def _delete(self, token: str, query: Mapping[str, str], scope: Scope,
                       reply: Callable[[int, Any], Awaitable[None]],

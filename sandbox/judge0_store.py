@@ -79,6 +79,9 @@ class Store(Protocol):
     async def delete(self, token: str) -> Record | None:
         """Forget a record; the record, or None when unknown."""
 
+    async def page(self, number: int, size: int) -> tuple[list[Record], int]:
+        """The ``number``-th page (from 1) of ``size`` records, newest first, and the total."""
+
     async def claim(self) -> Record | None:
         """Take the oldest queued submission, now Processing; None when the queue is empty."""
 
@@ -197,6 +200,17 @@ class SqliteStore(_Threaded):
 
         return await self._call(get)
 
+    async def page(self, number: int, size: int) -> tuple[list[Record], int]:
+        def page() -> tuple[list[Record], int]:
+            total = self._db.execute("SELECT count(*) FROM submissions").fetchone()[0]
+            rows = self._db.execute(
+                "SELECT data FROM submissions ORDER BY seq DESC LIMIT ? OFFSET ?",
+                (size, (number - 1) * size),
+            ).fetchall()
+            return [json.loads(r[0]) for r in rows], int(total)
+
+        return await self._call(page)
+
     async def delete(self, token: str) -> Record | None:
         def delete() -> Record | None:
             row = self._db.execute(
@@ -260,6 +274,7 @@ class RedisStore(_Threaded):
         self.keep = max(1, round(keep))
         self._redis = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2)
         self._queue = f"{prefix}queue"
+        self._index = f"{prefix}index"  # tokens by creation time, for the list
 
     def _key(self, token: str) -> str:
         return f"{self.prefix}submission:{token}"
@@ -282,8 +297,11 @@ class RedisStore(_Threaded):
     async def add(self, records: Sequence[Record], *, queue: bool = True) -> None:
         def add() -> None:
             pipe = self._redis.pipeline()
-            for record in records:
+            # Scores: microseconds, plus the place in the batch (exact in a double).
+            now = int(time.time() * 1000) * 1000
+            for place, record in enumerate(records):
                 pipe.set(self._key(record["token"]), json.dumps(record), ex=self.keep)
+                pipe.zadd(self._index, {record["token"]: now + place})
             if queue and records:
                 pipe.lpush(self._queue, *[r["token"] for r in records])
             pipe.execute()
@@ -315,10 +333,25 @@ class RedisStore(_Threaded):
             pipe.get(self._key(token))
             pipe.delete(self._key(token))
             pipe.lrem(self._queue, 0, token)
+            pipe.zrem(self._index, token)
             value = pipe.execute()[0]
             return json.loads(value) if value is not None else None
 
         return await self._call(delete)
+
+    async def page(self, number: int, size: int) -> tuple[list[Record], int]:
+        def page() -> tuple[list[Record], int]:
+            # Records expire by themselves; their index entries go here.
+            self._redis.zremrangebyscore(self._index, "-inf", (time.time() - self.keep) * 1e6)
+            total = int(self._redis.zcard(self._index))
+            start = (number - 1) * size
+            tokens: Any = self._redis.zrevrange(self._index, start, start + size - 1)
+            if not tokens:
+                return [], total
+            values: Any = self._redis.mget([self._key(t.decode()) for t in tokens])
+            return [json.loads(v) for v in values if v is not None], total
+
+        return await self._call(page)
 
     async def claim(self) -> Record | None:
         def claim() -> Record | None:
@@ -451,6 +484,18 @@ class PostgresStore(_Threaded):
             return [found.get(t) for t in tokens]
 
         return await self._call(get)
+
+    async def page(self, number: int, size: int) -> tuple[list[Record], int]:
+        def page() -> tuple[list[Record], int]:
+            db = self._connect()
+            total = db.execute("SELECT count(*) FROM judge0_submissions").fetchone()[0]
+            rows = db.execute(
+                "SELECT data FROM judge0_submissions ORDER BY seq DESC LIMIT %s OFFSET %s",
+                (size, (number - 1) * size),
+            ).fetchall()
+            return [json.loads(r[0]) for r in rows], int(total)
+
+        return await self._call(page)
 
     async def delete(self, token: str) -> Record | None:
         def delete() -> Record | None:

@@ -316,6 +316,13 @@ async def test_batches(client, sqlite):
             "tokens": ",".join([*tokens, "unknown"]), "fields": "stdout,status_id"})  # fmt: skip
         assert shown.json() == {"submissions": [{"stdout": "a\n", "status_id": 3},
                                                 {"stdout": "c\n", "status_id": 3}, None]}  # fmt: skip
+        listed = (await client.get(f"{url}/submissions", params={
+            "per_page": "1", "page": "2", "fields": "token,stdout"})).json()  # fmt: skip
+        assert listed == {"submissions": [{"token": tokens[0], "stdout": "a\n"}], "meta": {
+            "current_page": 2, "next_page": None, "prev_page": 1, "total_pages": 2,
+            "total_count": 2}}  # fmt: skip
+        bad_page = await client.get(f"{url}/submissions", params={"page": "0"})
+        assert bad_page.json() == {"error": "invalid page: 0"}
         none_valid = await client.post(f"{url}/submissions/batch", json={"submissions": [{}]})
         assert none_valid.status_code == 422
         too_many = await client.post(f"{url}/submissions/batch", json={
@@ -518,6 +525,10 @@ async def test_two_servers_share_a_store(client, tmp_path, kind):
             assert shown.json()["submissions"] == [{"status_id": 3}] * 6
             workers = (await client.get(f"{front}/workers")).json()[0]
             assert (workers["available"], workers["size"]) == (0, 0)
+            listed = (await client.get(f"{back}/submissions", params={"per_page": "4"})).json()
+            assert [r["token"] for r in listed["submissions"]] == tokens[::-1][:4]
+            assert listed["meta"]["total_count"] == 6
+            assert listed["meta"]["next_page"] == 2
         # Records outlive the servers: a new node reads them.
         async with judge0_server(store, workers=0) as later:
             assert (await finished(client, later, tokens[2]))["stdout"] == "14\n"
@@ -539,6 +550,10 @@ async def test_x_auth_token_and_x_auth_user(client, sqlite, use_sdk):
         created = await client.post(f"{url}/submissions", headers=token, params={"wait": "true"},
                                     json={"source_code": "print(1)", "language_id": 71})
         submission = created.json()["token"]
+        assert (await client.get(f"{url}/submissions", headers=token)).status_code == 401
+        admin = {**token, "X-Auth-User": "sk_admin"}
+        listed = await client.get(f"{url}/submissions", headers=admin)
+        assert listed.json()["meta"]["total_count"] == 1
         refused = await client.delete(f"{url}/submissions/{submission}", headers=token)
         assert refused.status_code == 401
         assert "X-Auth-User" in refused.json()["error"]
