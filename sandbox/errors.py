@@ -9,6 +9,7 @@
     +-- RequestError                a malformed request (400)
     |   +-- BodyTooLarge            the body is over the limit (413)
     |   +-- InvalidSubmission       a Judge0 submission with bad fields (422)
+    |   +-- NotUtf8                 Judge0 output asked for as text is not UTF-8 (400)
     +-- NotFound                    no such service or route (404)
     +-- Overloaded                  the queue is full (503, Retry-After)
     +-- SpawnError                  the process could not be started (500)
@@ -107,6 +108,10 @@ class InvalidSubmission(RequestError):
     def __init__(self, message: str, errors: dict[str, list[str]]) -> None:
         super().__init__(message, errors=errors)
         self.errors = errors
+
+
+class NotUtf8(RequestError):
+    """A Judge0 submission's output is not UTF-8 and was asked for without base64."""
 
 
 class NotFound(StackError):

@@ -30,7 +30,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
 
-from .errors import ConfigError, InvalidSubmission, RequestError
+from .errors import ConfigError, InvalidSubmission, NotUtf8, RequestError, UnknownLanguage
 from .languages import Language, Registry
 from .limits import Limits, parse_duration
 
@@ -232,7 +232,7 @@ def language_of(registry: Registry, language_id: int) -> Language | None:
         return None
     try:
         lang = registry.get(entry[0])
-    except Exception:  # not in this registry
+    except UnknownLanguage:  # a registry without it
         return None
     return lang if registry.installed(lang).available else None
 
@@ -310,7 +310,7 @@ class Bounds:
         def pick(value: float | None, fallback: float) -> float:
             return fallback if value is None else value
 
-        soft, hard = resource.getrlimit(resource.RLIMIT_STACK)
+        soft, _ = resource.getrlimit(resource.RLIMIT_STACK)
         stack = soft if soft != resource.RLIM_INFINITY else 8 * 1024 * 1024
         big = 1 << 40
         max_cpu = pick(maxima.cpu, 3600.0)
@@ -769,10 +769,6 @@ def failed(record: dict[str, Any], status: int, message: str,
 
 
 # Responses --------------------------------------------------------------------------------
-
-
-class NotUtf8(RequestError):
-    """An output is not UTF-8 and ``base64_encoded=false`` was asked for."""
 
 
 def serialize(record: Mapping[str, Any], fields: Sequence[str], *, base64_encoded: bool,

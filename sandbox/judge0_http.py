@@ -35,6 +35,7 @@ from .errors import (
     AuthError,
     InvalidSubmission,
     NoResponders,
+    NotUtf8,
     Overloaded,
     RequestError,
     StackError,
@@ -310,7 +311,7 @@ class Judge0:
         try:
             shaped = j0.serialize(record, fields, base64_encoded=encoded,
                                   registry=self.engine.registry)  # fmt: skip
-        except j0.NotUtf8 as exc:
+        except NotUtf8 as exc:
             await reply(201, {"error": exc.message, "token": record["token"]})
             return
         await reply(201, shaped)
@@ -363,7 +364,7 @@ class Judge0:
         try:
             await reply(200, j0.serialize(record, fields, base64_encoded=j0.flag(
                 query, "base64_encoded"), registry=self.engine.registry))  # fmt: skip
-        except j0.NotUtf8 as exc:
+        except NotUtf8 as exc:
             await reply(400, {"error": exc.message})
 
     async def _show_batch(self, query: Mapping[str, str],
@@ -379,7 +380,7 @@ class Judge0:
             shaped = [None if r is None else j0.serialize(r, fields, base64_encoded=encoded,
                                                           registry=self.engine.registry)
                       for r in records]  # fmt: skip
-        except j0.NotUtf8:
+        except NotUtf8:
             await reply(400, {"error": "some attributes for one or more submissions cannot be "
                                        "converted to UTF-8, use base64_encoded=true query "
                                        "parameter"})  # fmt: skip
@@ -405,7 +406,7 @@ class Judge0:
         try:
             shaped = [j0.serialize(r, fields, base64_encoded=j0.flag(query, "base64_encoded"),
                                    registry=self.engine.registry) for r in records]  # fmt: skip
-        except j0.NotUtf8:
+        except NotUtf8:
             await reply(400, {"error": "some attributes for one or more submissions cannot be "
                                        "converted to UTF-8, use base64_encoded=true query "
                                        "parameter"})  # fmt: skip

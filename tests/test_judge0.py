@@ -14,7 +14,7 @@ from judge0.submission import SKIP_FIELDS
 
 from sandbox import judge0 as j0
 from sandbox.config import Config
-from sandbox.errors import ConfigError, InvalidSubmission, RequestError
+from sandbox.errors import ConfigError, InvalidSubmission, NotUtf8, RequestError
 from sandbox.languages import Registry
 from sandbox.limits import Limits
 
@@ -260,7 +260,7 @@ def test_serialize_base64_and_utf8():
     record = parse({"source_code": "print(1)", "language_id": 71})
     record["stdout"] = b64(b"\xff\xfe")
     assert j0.serialize(record, ("stdout",), base64_encoded=True) == {"stdout": "//4="}
-    with pytest.raises(j0.NotUtf8, match="use base64_encoded=true"):
+    with pytest.raises(NotUtf8, match="use base64_encoded=true"):
         j0.serialize(record, ("stdout",), base64_encoded=False)
     record["stdout"] = None
     shaped = j0.serialize(record, j0.FIELDS, base64_encoded=False, registry=REGISTRY)
