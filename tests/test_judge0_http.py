@@ -636,3 +636,32 @@ def test_stack_serve_flags_and_config(tmp_path):
                           capture_output=True, text=True, timeout=60)  # fmt: skip
     assert done.returncode == 2
     assert "judge0: unknown key(s) max_queue" in done.stderr
+
+
+async def test_enable_network_under_bwrap(client, sqlite):
+    need("python3")
+    async with judge0_server(sqlite, isolate="bwrap", allow_enable_network=True) as url:
+        port = int(url.rsplit(":", 1)[1])
+        probe = (f"import socket\nsocket.create_connection(('127.0.0.1', {port}), 2).close()\n"
+                 "print('reached')")  # fmt: skip
+        job = {"source_code": probe, "language_id": 71}
+        walled = await client.post(f"{url}/submissions", params={"wait": "true"}, json=job)
+        assert walled.json()["status"]["id"] == 11  # no network: the connection fails
+        opened = await client.post(f"{url}/submissions", params={"wait": "true"},
+                                   json={**job, "enable_network": True})  # fmt: skip
+        assert opened.json()["stdout"] == "reached\n"
+
+
+async def test_a_keys_limits_lower_judge0s_maxima(client, sqlite):
+    need("python3")
+    keys = {"keys": [{"name": "small", "sha256": hash_key("sk_small"), "scopes": ["execute"],
+                      "limits": {"cpu": "1s", "memory": "64MiB"}}]}  # fmt: skip
+    async with judge0_server(sqlite, auth=keys) as url:
+        headers = {"X-Auth-Token": "sk_small"}
+        info = (await client.get(f"{url}/config_info", headers=headers)).json()
+        assert (info["max_cpu_time_limit"], info["cpu_time_limit"]) == (1.0, 1.0)
+        assert info["max_memory_limit"] == 65536
+        refused = await client.post(f"{url}/submissions", headers=headers, json={
+            "source_code": "print(1)", "language_id": 71, "cpu_time_limit": 2})  # fmt: skip
+        assert refused.status_code == 422
+        assert refused.json() == {"cpu_time_limit": ["must be less than or equal to 1"]}
