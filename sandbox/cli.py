@@ -138,8 +138,8 @@ def _serve_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-execute", action="store_true",
                         help="do not serve the execute APIs (/api/v2 and Judge0's)")  # fmt: skip
     parser.add_argument("--judge0-store", metavar="URL",
-                        help="where Judge0 submissions live: sqlite:///PATH (default: in "
-                        "the state folder) or redis://HOST:PORT/DB (nodes sharing a queue)",
+                        help="where Judge0 submissions live: sqlite:///PATH (default: in the "
+                        "state folder), redis://HOST:PORT/DB or postgresql://USER@HOST/DB",
                         )  # fmt: skip
     parser.add_argument("--no-judge0", action="store_true",
                         help="do not serve Judge0's API (/submissions, /languages...)")  # fmt: skip
@@ -437,7 +437,7 @@ def _run_server(args: argparse.Namespace, path: Path | None, *, execute: bool) -
     judge0 = None
     if execute and not getattr(args, "no_judge0", False):
         store = {"store": args.judge0_store} if getattr(args, "judge0_store", None) else {}
-        judge0 = Judge0Settings.from_mapping({**full.judge0, **store}, source="judge0")
+        judge0 = Judge0Settings.from_mapping({**full.judge0, **store}, source="command line")
 
     async def run() -> None:
         async with open_app(path, full.engine, options, debug=args.debug, execute=execute,

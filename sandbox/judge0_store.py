@@ -579,9 +579,9 @@ async def open_store(settings: Settings) -> AsyncIterator[Store]:
     url = settings.store or f"sqlite:///{state_dir() / 'judge0.sqlite3'}"
     parts = urlsplit(url)
     if parts.scheme == "sqlite":
-        path = Path(unquote(parts.path))
-        if parts.netloc:
-            path = Path(parts.netloc + parts.path)
+        # sqlite:///abs, sqlite:////abs (SQLAlchemy's spelling) and sqlite:rel all work.
+        raw = unquote(parts.netloc + parts.path)
+        path = Path("/" + raw.lstrip("/") if raw.startswith("//") else raw)
         sqlite = await trio.to_thread.run_sync(SqliteStore, path)
         try:
             await trio.to_thread.run_sync(sqlite.recover)
