@@ -77,7 +77,11 @@ LANGUAGES: dict[int, tuple[str, str]] = {
     72: ("ruby", "Ruby ({v})"),
     73: ("rust", "Rust ({v})"),
     85: ("perl", "Perl ({v})"),
+    89: ("bash", "Multi-file program"),
 }
+#: Judge0's multi-file program: ``additional_files`` holds a ``run`` script (and
+#: maybe a ``compile`` one), both run by bash.
+MULTI_FILE = 89
 
 #: Every field a response may carry (``fields=*``), in Judge0's order. Judge0
 #: 1.13.1's serializer has no started_at/queued_at/updated_at/queue_host/
@@ -253,6 +257,10 @@ def language_detail(registry: Registry, language_id: int) -> dict[str, Any] | No
     lang = language_of(registry, language_id)
     if lang is None:
         return None
+    if language_id == MULTI_FILE:
+        return {"id": language_id, "name": LANGUAGES[language_id][1], "is_archived": False,
+                "source_file": None, "compile_cmd": "/bin/bash compile",
+                "run_cmd": "/bin/bash run"}  # fmt: skip
     version = registry.installed(lang).version or "?"
     entry = lang.entry_name()
 
@@ -457,8 +465,11 @@ def parse_submission(body: Any, *, base64_encoded: bool, registry: Registry, bou
     stdin = text("stdin", base64_encoded)
     expected = text("expected_output", base64_encoded)
     additional = text("additional_files", True)
-    if not source:
+    project = body.get("language_id") in (MULTI_FILE, str(MULTI_FILE))
+    if not source and not project:
         fail("source_code", "can't be blank")
+    if project and not additional and "additional_files" not in errors:
+        fail("additional_files", "can't be blank for a multi-file program")
 
     language_id = body.get("language_id")
     if language_id is None or language_id == "":

@@ -22,8 +22,9 @@ import trio
 from . import execute as ex
 from . import judge0 as j0
 from .brokers import Broker, BrokerConfig, Message
-from .engine import Engine
+from .engine import Engine, Invocation
 from .errors import ConfigError, Overloaded, StackError
+from .languages import Language
 from .limits import Limits
 from .process import CollectIO, Outcome
 from .worker import decode, encode
@@ -49,6 +50,9 @@ async def execute_record(engine: Engine, record: dict[str, Any], *, output: int,
     if lang is None:
         missing = f"language {record['language_id']} is not installed on this server"
         j0.failed(record, j0.INTERNAL_ERROR, missing)
+        return
+    if int(record["language_id"]) == j0.MULTI_FILE:
+        await _execute_project(engine, lang, record, output=output, max_extract=max_extract)
         return
     lang = j0.with_compiler_options(lang, record.get("compiler_options"))
     files = [(lang.entry_name(), j0.unb64(record["source_code"]) or b"")]
@@ -79,6 +83,37 @@ async def execute_record(engine: Engine, record: dict[str, Any], *, output: int,
         j0.failed(record, j0.COMPILATION_ERROR, "", compile_output)
         return
     j0.finish(record, [_run(outcome, collect) for outcome, collect in runs], compile_output)
+
+
+async def _execute_project(engine: Engine, bash: Language, record: dict[str, Any], *,
+                           output: int, max_extract: int) -> None:  # fmt: skip
+    """Judge0's multi-file program: ``bash compile`` (when there is one), then ``bash run``."""
+    files = j0.unzip(j0.unb64(record.get("additional_files")) or b"", max_extract * 1024)
+    limits = j0.run_limits(record, engine.config.limits, output)
+    network = True if record.get("enable_network") else None
+    async with engine.open_call(limits) as call:
+        for name, data in files:
+            call.write_file(name, data)
+        compile_output = None
+        if any(name == "compile" for name, _ in files):
+            compiling = CollectIO()
+            script = Invocation(bash, call.workdir / "compile", door="execute",
+                                stderr_limit=output, network=network)  # fmt: skip
+            compile_limits = Limits(**{**engine.compile_limits().to_json(), "output": output})
+            outcome = await call.run(script, compiling, limits=compile_limits)
+            compile_output = compiling.output
+            if not outcome.ok:
+                if outcome.reason in ("timeout", "cpu"):
+                    compile_output += b"Compilation time limit exceeded."
+                j0.failed(record, j0.COMPILATION_ERROR, "", compile_output)
+                return
+        runs = []
+        for _ in range(int(record["number_of_runs"])):
+            collect = CollectIO(j0.unb64(record.get("stdin")) or b"")
+            script = Invocation(bash, call.workdir / "run", args=j0.arguments(record),
+                                door="execute", stderr_limit=output, network=network)  # fmt: skip
+            runs.append(_run(await call.run(script, collect), collect))
+    j0.finish(record, runs, compile_output)
 
 
 def _run(outcome: Outcome, collect: CollectIO) -> j0.Run:

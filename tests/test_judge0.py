@@ -307,3 +307,15 @@ def test_settings_from_the_config_file():
 def test_state_dir():
     assert j0.state_dir({"STACK_STATE_DIR": "/srv/stack"}).as_posix() == "/srv/stack"
     assert j0.state_dir({"XDG_STATE_HOME": "/x"}).as_posix() == "/x/stack"
+
+
+def test_a_multi_file_program_needs_its_files_not_a_source():
+    need("bash")
+    assert errors({"language_id": 89}) == {
+        "additional_files": ["can't be blank for a multi-file program"]
+    }
+    record = parse({"language_id": 89, "additional_files": zipped({"run": "echo hi"})})
+    assert record["source_code"] == ""
+    detail = j0.language_detail(REGISTRY, 89)
+    assert detail is not None
+    assert (detail["compile_cmd"], detail["run_cmd"]) == ("/bin/bash compile", "/bin/bash run")

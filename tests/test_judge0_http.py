@@ -665,3 +665,25 @@ async def test_a_keys_limits_lower_judge0s_maxima(client, sqlite):
             "source_code": "print(1)", "language_id": 71, "cpu_time_limit": 2})  # fmt: skip
         assert refused.status_code == 422
         assert refused.json() == {"cpu_time_limit": ["must be less than or equal to 1"]}
+
+
+async def test_a_multi_file_program(sqlite, use_sdk):
+    need("bash", "gcc")
+    files = judge0.Filesystem(content=[
+        judge0.File(name="compile", content="gcc -o greet src/greet.c\n"),
+        judge0.File(name="run", content='./greet "$@"\n'),
+        judge0.File(name="src/greet.c", content='#include <stdio.h>\nint main(int c, char **v)'
+                    '{char s[16]; scanf("%15s", s); printf("%s %s\\n", v[1], s); return 0;}'),
+    ])  # fmt: skip
+    broken = judge0.Filesystem(content=[judge0.File(name="compile", content="exit 3\n"),
+                                        judge0.File(name="run", content="echo never\n")])  # fmt: skip
+    async with judge0_server(sqlite) as url:
+        use_sdk(url)
+        good, bad = await in_thread(judge0.run, submissions=[
+            judge0.Submission(source_code="", language=judge0.MULTI_FILE, additional_files=files,
+                              stdin="world", command_line_arguments="hello"),
+            judge0.Submission(source_code="", language=judge0.MULTI_FILE, additional_files=broken),
+        ])  # fmt: skip
+        assert good.status == judge0.Status.ACCEPTED, good
+        assert good.stdout == "hello world\n"
+        assert bad.status == judge0.Status.COMPILATION_ERROR
