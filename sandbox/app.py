@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,8 @@ from .features.auth import Authenticator
 from .features.health import Health
 from .features.jobs import DEFAULT_OUTPUT
 from .features.jobs import add_pools as add_execute_pools
+from .features.judge0 import Settings as Judge0Settings
+from .features.judge0_worker import broker_config
 from .features.metrics import Metrics
 from .features.reporting import Reporter
 from .features.services import ServiceOptions, Services
@@ -31,6 +34,7 @@ from .features.triggers import Trigger, serve_trigger
 from .http.actions import ActionRoutes
 from .http.app import StackApp, send_error
 from .http.gateway import Gateway
+from .http.judge0 import serve_judge0
 from .http.types import Receive, Scope, Send
 
 log = logging.getLogger("stack")
@@ -46,7 +50,8 @@ async def open_app(path: Path | None, config: EngineConfig | None = None,
                    brokers: Mapping[str, BrokerConfig] | None = None,
                    triggers: Sequence[Trigger] = (),
                    auth: Authenticator | None = None,
-                   execute_output: int = DEFAULT_OUTPUT) -> AsyncIterator[StackApp]:  # fmt: skip
+                   execute_output: int = DEFAULT_OUTPUT,
+                   judge0: Judge0Settings | None = None) -> AsyncIterator[StackApp]:  # fmt: skip
     """Open an engine and a :class:`StackApp` serving the script or folder at ``path``.
 
     Args:
@@ -63,6 +68,7 @@ async def open_app(path: Path | None, config: EngineConfig | None = None,
         triggers: message triggers to run (see :mod:`sandbox.features.triggers`).
         auth: who may call what (default: no authentication).
         execute_output: bytes kept per stream of a submitted job.
+        judge0: serve Judge0's API (with ``execute``) with these settings.
     """
     async with open_engine(config) as engine:
         services = None
@@ -103,11 +109,22 @@ async def open_app(path: Path | None, config: EngineConfig | None = None,
             health = Health(engine)
             for name, held in opened.items():
                 health.add(f"broker:{name}", _connected_check(held))
+            judge0_api = None
+            if execute and judge0 is not None:
+                remote = None
+                if judge0.broker:
+                    wanted_broker = broker_config(judge0.broker, brokers or {})
+                    remote = await nursery.start(_hold_broker, wanted_broker)
+                judge0_api = await nursery.start(
+                    partial(serve_judge0, engine, judge0, broker=remote, output=execute_output)
+                )
+                health.add("judge0", judge0_api.health)
             metrics = Metrics()
             metrics.watch_engine(engine)
             app = StackApp(engine, services, debug=debug, execute=execute,
                            execute_output=execute_output, actions=routes, gateway=doors,
-                           auth=auth, metrics=metrics, health=health)  # fmt: skip
+                           auth=auth, metrics=metrics, health=health,
+                           judge0=judge0_api)  # fmt: skip
             for service in services or ():
                 app.warm_pool(service)
             if execute:

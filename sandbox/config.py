@@ -39,11 +39,12 @@ import yaml
 from .core.engine import DEFAULT_PATH, EngineConfig
 from .core.limits import Limits, parse_duration, parse_size
 from .errors import ConfigError
+from .features.judge0 import Settings
 
 _KEYS = {
     "isolate", "max_running", "max_queue", "network", "limits", "maxima", "env", "registry",
     "uid_base", "path", "lang", "temp_dir", "auth", "rate_limit", "brokers", "triggers",
-    "warm", "warm_idle", "disk", "disk_files",
+    "warm", "warm_idle", "disk", "disk_files", "judge0",
 }  # fmt: skip
 
 
@@ -58,6 +59,7 @@ class Config:
         rate_limit: the ``rate_limit`` section.
         brokers: the ``brokers`` section: names to broker settings (``url``...).
         triggers: the ``triggers`` section (see :mod:`sandbox.features.triggers`).
+        judge0: the ``judge0`` section (see :class:`sandbox.features.judge0.Settings`).
         base: the folder relative paths in the file are resolved from.
     """
 
@@ -67,6 +69,7 @@ class Config:
     rate_limit: Mapping[str, Any] = field(default_factory=dict)
     brokers: Mapping[str, Any] = field(default_factory=dict)
     triggers: Sequence[Any] = ()
+    judge0: Mapping[str, Any] = field(default_factory=dict)
     base: Path = Path(".")
 
     @classmethod
@@ -137,8 +140,10 @@ class Config:
         triggers = data.get("triggers", base.triggers) or ()
         if not isinstance(triggers, list | tuple):
             raise ConfigError(f"{source}: 'triggers' must be a list")
+        judge0 = dict(_mapping(data, "judge0", source)) if "judge0" in data else base.judge0
+        Settings.from_mapping(judge0, source=source)  # unknown keys fail at load
         return cls(engine=engine, env=env, auth=auth, rate_limit=rate_limit, brokers=brokers,
-                   triggers=tuple(triggers), base=base.base)  # fmt: skip
+                   triggers=tuple(triggers), judge0=judge0, base=base.base)  # fmt: skip
 
     @classmethod
     def from_file(cls, path: Path, *, base: Config | None = None) -> Config:

@@ -8,6 +8,8 @@
     |   +-- InterpreterMissing      the language is known but not installed (503)
     +-- RequestError                a malformed request (400)
     |   +-- BodyTooLarge            the body is over the limit (413)
+    |   +-- InvalidSubmission       a Judge0 submission with bad fields (422)
+    |   +-- NotUtf8                 Judge0 output asked for as text is not UTF-8 (400)
     +-- NotFound                    no such service or route (404)
     +-- Overloaded                  the queue is full (503, Retry-After)
     +-- SpawnError                  the process could not be started (500)
@@ -95,6 +97,21 @@ class BodyTooLarge(RequestError):
 
     status = 413
     code = "body_too_large"
+
+
+class InvalidSubmission(RequestError):
+    """A Judge0 submission has bad fields; ``errors`` maps each to its messages (422)."""
+
+    status = 422
+    code = "invalid_submission"
+
+    def __init__(self, message: str, errors: dict[str, list[str]]) -> None:
+        super().__init__(message, errors=errors)
+        self.errors = errors
+
+
+class NotUtf8(RequestError):
+    """A Judge0 submission's output is not UTF-8 and was asked for without base64."""
 
 
 class NotFound(StackError):

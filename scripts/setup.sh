@@ -18,7 +18,7 @@ RUNTIME=(
   bubblewrap util-linux procps ca-certificates jq musl-tools
 )
 # What the tests and benchmarks need besides: peers and real brokers.
-TESTING=(lighttpd wrk redis-server redis-tools mosquitto nats-server)
+TESTING=(lighttpd wrk redis-server redis-tools mosquitto nats-server postgresql)
 PACKAGES=("${RUNTIME[@]}")
 if [[ "${STACK_SETUP:-all}" != runtime ]]; then
   PACKAGES+=("${TESTING[@]}")

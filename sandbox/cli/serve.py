@@ -17,6 +17,7 @@ from ..core.limits import Limits, parse_duration
 from ..features import jobs as ex
 from ..features.actions import directories_from_env, variables_from_env
 from ..features.auth import Authenticator
+from ..features.judge0 import Settings as Judge0Settings
 from ..features.services import ServiceOptions
 from ..http.server import bind, serve
 from .common import add_config_flags, broker_from, configure_logging, load_config, watch_signals
@@ -118,7 +119,13 @@ def serve_parser() -> argparse.ArgumentParser:
         "for this broker: a URL or a name from the config",
     )
     parser.add_argument("--no-execute", action="store_true",
-                        help="do not serve the execute API (/api/v2)")  # fmt: skip
+                        help="do not serve the execute APIs (/api/v2 and Judge0's)")  # fmt: skip
+    parser.add_argument("--judge0-store", metavar="URL",
+                        help="where Judge0 submissions live: sqlite:///PATH (default: in the "
+                        "state folder), redis://HOST:PORT/DB or postgresql://USER@HOST/DB",
+                        )  # fmt: skip
+    parser.add_argument("--no-judge0", action="store_true",
+                        help="do not serve Judge0's API (/submissions, /languages...)")  # fmt: skip
     add_server_flags(parser)
     return parser
 
@@ -180,13 +187,17 @@ def _run_server(args: argparse.Namespace, path: Path | None, *, execute: bool) -
     if getattr(args, "gateway", None):
         gateway = broker_from(args.gateway, full)
     reporting = os.environ.get("STACK_REPORTING_URL") or None
+    judge0 = None
+    if execute and not getattr(args, "no_judge0", False):
+        store = {"store": args.judge0_store} if getattr(args, "judge0_store", None) else {}
+        judge0 = Judge0Settings.from_mapping({**full.judge0, **store}, source="command line")
 
     async def run() -> None:
         async with open_app(path, full.engine, options, debug=args.debug, execute=execute,
                             actions=action_dirs, variables=variables,
                             reporting_url=reporting, gateway=gateway,
                             brokers=broker_configs, triggers=triggers, auth=authenticator,
-                            execute_output=output) as app:  # fmt: skip
+                            execute_output=output, judge0=judge0) as app:  # fmt: skip
             for line in describe(triggers):
                 log.warning("trigger: %s", line)
             if app.engine.isolation == "none":
@@ -220,6 +231,8 @@ def _run_server(args: argparse.Namespace, path: Path | None, *, execute: bool) -
                     where += f" ({', '.join(names[:12])}{' ...' if len(names) > 12 else ''})"
                 if execute:
                     where += f" and {url}/api/v2/execute"
+                if app.judge0 is not None:
+                    where += f" and {url}/submissions (Judge0)"
                 print(f"stack: serving {what} at {where} [isolate={app.engine.isolation}]",
                       file=sys.stderr, flush=True)  # fmt: skip
                 pools = app.engine.pool_stats()

@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from functools import partial
 
 import trio
 
@@ -14,6 +15,8 @@ from ..brokers import BrokerError, open_broker
 from ..core.engine import open_engine
 from ..errors import StackError
 from ..features import actions as act
+from ..features.judge0 import Settings
+from ..features.judge0_worker import serve_judge0_worker
 from ..features.worker import QUEUE, SUBJECT, serve_worker
 from .common import add_config_flags, broker_from, configure_logging, load_config, watch_signals
 
@@ -32,6 +35,10 @@ def main(argv: Sequence[str]) -> int:
     )
     parser.add_argument("--subject", default=SUBJECT, help=f"default {SUBJECT}")
     parser.add_argument("--queue", default=QUEUE, help=f"the queue group (default {QUEUE})")
+    parser.add_argument("--judge0", action="store_true",
+                        help="also run the Judge0 submissions that stack serve nodes send "
+                        "(judge0.broker) on stack.judge0, queue group stack-judge0",
+                        )  # fmt: skip
     parser.add_argument("-v", "--verbose", action="store_true", help="log each call")
     parser.add_argument("-t", "--timeout", default=None, help="wall-clock limit per call")
     add_config_flags(parser)  # fmt: skip
@@ -40,8 +47,9 @@ def main(argv: Sequence[str]) -> int:
     try:
         config = load_config(args)
         directories = [*args.actions, *act.directories_from_env(os.environ)]
-        if not directories:
-            print("stack: no actions: pass --actions DIR or set STACK_ACTIONS", file=sys.stderr)
+        if not directories and not args.judge0:
+            print("stack: no actions: pass --actions DIR or set STACK_ACTIONS (or --judge0)",
+                  file=sys.stderr)  # fmt: skip
             return 2
         return trio.run(_run, args, config, directories)
     except StackError as exc:
@@ -58,6 +66,7 @@ async def _run(args: argparse.Namespace, config: object, directories: list[objec
         actions = act.ActionSet.load(directories, engine.registry)  # type: ignore[arg-type]
         for problem in actions.problems:
             log.warning("action not loaded: %s", problem)
+        judge0 = Settings.from_mapping(config.judge0) if args.judge0 else None
         try:
             async with (
                 open_broker(broker_from(args.broker, config)) as broker,
@@ -65,11 +74,16 @@ async def _run(args: argparse.Namespace, config: object, directories: list[objec
             ):
                 nursery.start_soon(watch_signals, stop, nursery.cancel_scope)
                 await nursery.start(_announce, broker.name, args, len(actions))
-                handled = await serve_worker(
-                    engine, actions, broker, variables=act.variables_from_env(os.environ),
-                    stop=stop, subject=args.subject, queue=args.queue,
-                )  # fmt: skip
-                log.warning("worker: stopped after %d requests", handled)
+                async with trio.open_nursery() as serving:
+                    if judge0 is not None:
+                        await serving.start(partial(serve_judge0_worker, engine, broker,
+                                                    stop=stop, settings=judge0))  # fmt: skip
+                    if directories:
+                        handled = await serve_worker(
+                            engine, actions, broker, variables=act.variables_from_env(os.environ),
+                            stop=stop, subject=args.subject, queue=args.queue,
+                        )  # fmt: skip
+                        log.warning("worker: stopped after %d requests", handled)
                 nursery.cancel_scope.cancel()
         except BrokerError as exc:
             print(f"stack: {exc.message}", file=sys.stderr)
@@ -83,6 +97,7 @@ async def _announce(
     count: int,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
+    judge0 = ", and Judge0 submissions on stack.judge0" if args.judge0 else ""
     print(f"stack: worker on {name} ({args.broker}), subject {args.subject}, queue group "
-          f"{args.queue}, {count} actions", file=sys.stderr, flush=True)  # fmt: skip
+          f"{args.queue}, {count} actions{judge0}", file=sys.stderr, flush=True)  # fmt: skip
     task_status.started()

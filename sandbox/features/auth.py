@@ -19,7 +19,8 @@ Sans-IO: credentials in, a :class:`Principal` or an :class:`AuthError` out.
         issuer: https://auth.example.org
     rate_limit: {per_address: 20/s}          # for every client address
 
-Scopes: ``execute`` (/api/v2), ``services`` (scripts), ``actions`` (/actions,
+Judge0's ``X-Auth-Token`` is taken as a key too. Scopes: ``execute`` (/api/v2 and
+Judge0's routes), ``services`` (scripts), ``actions`` (/actions,
 /request, /openapi.json), ``publish`` (the broker gateway), ``admin``
 (/metrics; implies every other scope).
 """
@@ -196,7 +197,7 @@ class Authenticator:
                 if scheme.lower() != "bearer" or not token.strip():
                     raise AuthError("the Authorization header must be 'Bearer <key or token>'")
                 credential = token.strip()
-            elif name == "x-api-key" and credential is None:
+            elif name in ("x-api-key", "x-auth-token") and credential is None:
                 credential = value.strip()
         if not credential:
             raise AuthError("no credential: send 'Authorization: Bearer <key or token>' "

@@ -58,6 +58,7 @@ class Job:
         run: limits of the run stage.
         compile: limits of the compile stage.
         output: bytes kept per stream; past it OL (stdout) or EL (stderr).
+        network: whether the run may use the network (None: the server's setting).
     """
 
     language: Language
@@ -68,6 +69,7 @@ class Job:
     run: Limits
     compile: Limits
     output: int
+    network: bool | None = None
 
 
 def runtimes(registry: Registry) -> list[dict[str, Any]]:
@@ -289,14 +291,20 @@ class JobResult:
 
     Attributes:
         build: the compile stage (None: the language has none).
-        outcome: the run stage (None: the compile failed, nothing ran).
+        outcomes: each run's outcome (none when the compile failed).
     """
 
     build: Build | None
-    outcome: Outcome | None
+    outcomes: tuple[Outcome, ...]
+
+    @property
+    def outcome(self) -> Outcome | None:
+        """The (first) run's outcome; None when the compile failed and nothing ran."""
+        return self.outcomes[0] if self.outcomes else None
 
 
-async def run_job(engine: Engine, job: Job, io: CallIO, *, feed_stdin: bool = True,
+async def run_job(engine: Engine, job: Job, io: CallIO | Callable[[], CallIO], *,
+                  runs: int = 1, feed_stdin: bool = True,
                   on_stage: Callable[[str], Awaitable[None]] | None = None,
                   on_compiled: Callable[[Build], Awaitable[None]] | None = None,
                   ) -> JobResult:  # fmt: skip
@@ -307,7 +315,10 @@ async def run_job(engine: Engine, job: Job, io: CallIO, *, feed_stdin: bool = Tr
     when the language has a pool (see :func:`add_pools`).
 
     Args:
-        io: the run stage's streams (a :class:`CollectIO`, or a front door's).
+        io: the run stage's streams (a :class:`CollectIO`, or a front door's),
+            or a function making one for each run.
+        runs: how many times to run the program (Judge0's ``number_of_runs``),
+            in the same call, after one compile.
         feed_stdin: write ``job.stdin`` before what ``io`` gives (False when
             ``io`` already holds it, as a :class:`CollectIO` made with it).
         on_stage: awaited with ``"compile"`` and ``"run"`` as each starts.
@@ -332,14 +343,18 @@ async def run_job(engine: Engine, job: Job, io: CallIO, *, feed_stdin: bool = Tr
             if on_compiled is not None:
                 await on_compiled(build)
             if not build.ok:
-                return JobResult(build, None)
+                return JobResult(build, ())
         if on_stage is not None:
             await on_stage("run")
         run = Invocation(job.language, entry, door="execute", args=job.args,
                          stdin=job.stdin if feed_stdin else b"",
                          build=build.directory if build is not None else None,
-                         stderr_limit=job.output)  # fmt: skip
-        return JobResult(build, await call.run(run, io))
+                         stderr_limit=job.output, network=job.network)  # fmt: skip
+        outcomes = []
+        for _ in range(runs):
+            streams = io() if callable(io) else io
+            outcomes.append(await call.run(run, streams))
+        return JobResult(build, tuple(outcomes))
 
 
 def pool_key(language: Language) -> str:

@@ -36,6 +36,7 @@ from . import request as hooklib
 from .actions import ActionRoutes
 from .body import Body
 from .gateway import Gateway
+from .judge0 import Judge0
 from .routes import route_of
 from .types import Message, Receive, Scope, Send
 
@@ -285,7 +286,7 @@ class StackApp:
                  execute: bool = False, execute_output: int = DEFAULT_OUTPUT,
                  actions: ActionRoutes | None = None, gateway: Gateway | None = None,
                  auth: Authenticator | None = None, metrics: Metrics | None = None,
-                 health: Health | None = None) -> None:  # fmt: skip
+                 health: Health | None = None, judge0: Judge0 | None = None) -> None:  # fmt: skip
         self.engine = engine
         self._services = services
         self.debug = debug
@@ -293,6 +294,7 @@ class StackApp:
         self.execute_output = execute_output
         self.actions = actions
         self.gateway = gateway
+        self.judge0 = judge0
         self.health = health or Health(engine)
         self.auth = auth or Authenticator()
         # The front doors this app serves (see sandbox.http.routes).
@@ -300,6 +302,7 @@ class StackApp:
         doors |= {"execute"} if execute else set()
         doors |= {"action"} if actions is not None else set()
         doors |= {"gateway"} if gateway is not None else set()
+        doors |= {"judge0"} if judge0 is not None else set()
         self.doors = frozenset(doors)
         if metrics is None:
             metrics = Metrics()
@@ -455,6 +458,9 @@ class StackApp:
             if await piston.handle_http(self.engine, routed, receive, send, send_json,
                                         request_id, self.execute_output):  # fmt: skip
                 return None
+        if door == "judge0" and self.judge0 is not None:
+            await self.judge0.handle(path, scope, receive, send, send_json, request_id, self.auth)
+            return None
         if door == "gateway" and self.gateway is not None:
             await self.gateway.http(path, scope, receive, send, send_json, request_id)
             return None

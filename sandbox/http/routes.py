@@ -10,6 +10,7 @@ cannot disagree. Sans-IO.
     execute   /api/v2/...                                      execute
     action    /actions[/...] /request /openapi.json            actions
     gateway   /publish/... /request/... /subscribe/... /ws     publish
+    judge0    /submissions /languages /statuses /about ...     execute
     service   everything else                                  services
 
 A door that is not served (no ``--gateway``, no actions...) routes nothing:
@@ -20,6 +21,10 @@ from __future__ import annotations
 
 from collections.abc import Container
 from dataclasses import dataclass
+
+JUDGE0_ROUTES = ("submissions", "languages", "statuses", "about", "version", "config_info",
+                 "system_info", "workers")  # fmt: skip
+"""Judge0's routes, at the server's root as Judge0 serves them."""
 
 
 @dataclass(frozen=True)
@@ -52,10 +57,14 @@ ROUTES: tuple[Route, ...] = (
         "actions",
         exact=("/actions", "/request", "/openapi.json"),
         prefixes=("/actions/",),
-    ),  # fmt: skip
+    ),
+    Route("gateway", "publish", exact=("/ws",), prefixes=("/publish/", "/request/", "/subscribe/")),
     Route(
-        "gateway", "publish", exact=("/ws",), prefixes=("/publish/", "/request/", "/subscribe/")
-    ),  # fmt: skip
+        "judge0",
+        "execute",
+        exact=tuple(f"/{name}" for name in JUDGE0_ROUTES),
+        prefixes=tuple(f"/{name}/" for name in JUDGE0_ROUTES),
+    ),
 )
 SERVICE = Route("service", "services")
 """Every other path: a script of the services."""
