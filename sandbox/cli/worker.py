@@ -7,14 +7,17 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import trio
 
 from ..brokers import BrokerError, open_broker
+from ..config import Config
 from ..core.engine import open_engine
 from ..errors import StackError
 from ..features import actions as act
 from ..features.worker import QUEUE, SUBJECT, serve_worker
+from .actions import NO_ACTIONS
 from .common import add_config_flags, broker_from, configure_logging, load_config, watch_signals
 
 log = logging.getLogger("stack")
@@ -39,9 +42,9 @@ def main(argv: Sequence[str]) -> int:
     configure_logging(args.verbose)
     try:
         config = load_config(args)
-        directories = [*args.actions, *act.directories_from_env(os.environ)]
+        directories = act.action_directories(args.actions, os.environ)
         if not directories:
-            print("stack: no actions: pass --actions DIR or set STACK_ACTIONS", file=sys.stderr)
+            print(f"stack: {NO_ACTIONS}", file=sys.stderr)
             return 2
         return trio.run(_run, args, config, directories)
     except StackError as exc:
@@ -49,13 +52,10 @@ def main(argv: Sequence[str]) -> int:
         return 2
 
 
-async def _run(args: argparse.Namespace, config: object, directories: list[object]) -> int:
-    from ..config import Config
-
-    assert isinstance(config, Config)
+async def _run(args: argparse.Namespace, config: Config, directories: list[Path]) -> int:
     stop = trio.Event()
     async with open_engine(config.engine) as engine:
-        actions = act.ActionSet.load(directories, engine.registry)  # type: ignore[arg-type]
+        actions = act.ActionSet.load(directories, engine.registry)
         for problem in actions.problems:
             log.warning("action not loaded: %s", problem)
         try:
