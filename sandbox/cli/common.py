@@ -84,7 +84,8 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
         help="an extra folder of language YAML files (repeatable)",
     )
     group.add_argument("--actions", type=Path, action="append", default=[], metavar="DIR",
-                       help="a folder of actions (repeatable; or STACK_ACTIONS)")  # fmt: skip
+                       help="a folder of actions (repeatable; or STACK_ACTIONS, EXO_ACTIONS; "
+                       "default: ./actions if it exists)")  # fmt: skip
 
 
 def load_config(args: argparse.Namespace) -> Config:
