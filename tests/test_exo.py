@@ -119,6 +119,12 @@ EXO_ACTIONS: dict[str, tuple[str, str, str]] = {
         "send.sh",
         "cat > /dev/null\necho '{\"status\": \"OK\"}'\n",
     ),
+    "wrong-output": (
+        "name: wrong-output\ndescription: Breaks its output schema\nhandler: wrong.sh\n"
+        "output:\n  type: object\n  properties:\n    text: {type: string}\n",
+        "wrong.sh",
+        "cat > /dev/null\necho '{\"status\": \"OK\", \"output\": {\"text\": 5}}'\n",
+    ),
     "not-a-response": (
         "name: not-a-response\ndescription: Prints its output, not a response\n"
         "handler: bad.sh\n",
@@ -296,6 +302,10 @@ def test_cli_request_with_mapping_and_exo_style_errors(exo: Path):
     missing = stack("request", stdin=json.dumps({"action": "hello-node", "input": {}}), env=env)
     assert json.loads(missing.stdout)["error"]["message"] == (
         "input does not match its schema: 'name' is a required property")
+    broken = json.loads(stack("run", "wrong-output", env=env).stdout)
+    assert broken["status"] == "ERROR"
+    assert (broken["error"]["stage"], broken["error"]["code"]) == ("output", "invalid_output")
+    assert broken["error"]["path"] == "/text"
     wrong = stack("run", "not-a-response", env=env)
     assert json.loads(wrong.stdout)["error"]["code"] == "invalid_response"
     empty = stack("run", "no-output", env=env)

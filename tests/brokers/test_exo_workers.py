@@ -34,7 +34,7 @@ async def start_exo_worker(url: str, env: dict[str, str]) -> trio.Process:
             chunk = await proc.stderr.receive_some(4096)
             assert chunk, f"worker exited: {seen.decode(errors='replace')}"
             seen += chunk
-    assert b"7 actions" in seen, seen
+    assert b"8 actions" in seen, seen
     return proc
 
 
