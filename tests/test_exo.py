@@ -83,6 +83,15 @@ EXO_ACTIONS: dict[str, tuple[str, str, str]] = {
         'let response = {\n  "status": "OK",\n  "output": {\n    "text": text\n  }\n}\n\n'
         "console.log(JSON.stringify(response));\n",
     ),
+    "hello-php": (
+        "name: hello-php\ndescription: Hello world in PHP\nhandler: hello.php\n"
+        + GREETING_SCHEMAS,
+        "hello.php",
+        "<?php\n\n$request = json_decode(file_get_contents('php://stdin'), true);\n"
+        "$input = $request['input'];\n$color = getenv('EXO__EXAMPLE__COLOR');\n"
+        "$text = $input['greeting'] . ', ' . $input['name'] . ' (' . $color . ')';\n"
+        "echo json_encode(['status' => 'OK', 'output' => ['text' => $text]]) . PHP_EOL;\n",
+    ),
     "random-number": (
         "name: random-number\ndescription: Random number generator\nhandler: rand.sh\n"
         "interpreter: bash\n\ninput:\n  type: object\n  required:\n  - min\n  - max\n"
@@ -159,6 +168,7 @@ def test_exo_manifests_load_with_handler_and_interpreter(exo: Path):
     assert set(by_name) == set(EXO_ACTIONS)
     assert by_name["hello-bash"].language.name == "bash"
     assert by_name["hello-node"].language.name == "javascript"  # from .js, as Exo does
+    assert by_name["hello-php"].language.name == "php"
     assert by_name["no-output"].language.name == "sh"
     assert by_name["hello-bash"].entry == (exo / "hello-bash" / "hello.sh").resolve()
     assert by_name["refuses"].output_schema == {"type": "object"}  # `output: ~`
@@ -273,7 +283,7 @@ def test_cli_lists_shows_and_runs_exo_actions_from_exo_actions(exo: Path):
     assert shown.returncode == 0
     assert "hello-node (javascript)" in shown.stdout
     # The server's EXO__EXAMPLE__COLOR stays out of the call unless -e passes it.
-    for name in ("hello-bash", "hello-node"):
+    for name in ("hello-bash", "hello-node", "hello-php"):
         closed = stack("run", name, "-i", "name=Alice", env=env)
         assert json.loads(closed.stdout)["output"]["text"] in (
             "Hello, Alice ()", "Hello, Alice (undefined)")  # fmt: skip
@@ -371,7 +381,7 @@ async def exo_server(*folders: Path, variables: dict[str, str] | None = None,
 async def test_http_runs_exo_actions_and_answers_exo_responses(client, exo: Path):
     async with exo_server(exo, variables={"TOKEN": SECRET}) as url:
         answers: dict[str, Any] = {}
-        for name in ("hello-bash", "hello-node"):
+        for name in ("hello-bash", "hello-node", "hello-php"):
             answers[name] = await client.post(f"{url}/actions/{name}", json={"name": "Ann"})
             answers[f"{name} request"] = await client.post(f"{url}/request", json={
                 "action": name, "input": {"name": "Bob", "greeting": "Yo"}, "id": "r-7",
@@ -380,7 +390,7 @@ async def test_http_runs_exo_actions_and_answers_exo_responses(client, exo: Path
         refused = await client.post(f"{url}/request", json={
             "action": "refuses", "input": {"token": "{{TOKEN}}"}})  # fmt: skip
         described = await client.get(f"{url}/actions/hello-bash")
-    for name in ("hello-bash", "hello-node"):
+    for name in ("hello-bash", "hello-node", "hello-php"):
         assert answers[name].status_code == 200, answers[name].text
         assert answers[name].json() == {"status": "OK", "output": {"text": "Hello, Ann (green)"}}
         assert answers[f"{name} request"].json() == {

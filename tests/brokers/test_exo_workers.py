@@ -34,7 +34,7 @@ async def start_exo_worker(url: str, env: dict[str, str]) -> trio.Process:
             chunk = await proc.stderr.receive_some(4096)
             assert chunk, f"worker exited: {seen.decode(errors='replace')}"
             seen += chunk
-    assert b"8 actions" in seen, seen
+    assert b"9 actions" in seen, seen
     return proc
 
 
@@ -53,6 +53,7 @@ async def test_exo_actions_answer_over_nats(nats_server, tmp_path):
                 return answer
 
             bash = await ask({"action": "hello-bash", "input": {"name": "Ann"}})
+            php = await ask({"action": "hello-php", "input": {"name": "Pia"}})
             node = await ask({"action": "hello-node", "input": {"name": "Bo", "greeting": "Yo"},
                               "id": "n-1", "reply-to": "exo:response"})  # fmt: skip
             dice = await ask({"action": "random-number", "input": {"min": "4", "max": "4"},
@@ -70,6 +71,7 @@ async def test_exo_actions_answer_over_nats(nats_server, tmp_path):
         with trio.fail_after(20):
             await proc.wait()
     assert bash == {"status": "OK", "output": {"text": "Hello, Ann (blue)"}}
+    assert php == {"status": "OK", "output": {"text": "Hello, Pia (blue)"}}
     assert node == {"status": "OK", "output": {"text": "Yo, Bo (blue)"}, "id": "n-1"}
     assert dice == {"status": "OK", "output": {"surprise": 4}}
     assert invalid["status"] == "ERROR"
