@@ -17,7 +17,8 @@ Unknown keys are rejected loudly, naming the key and the file.
       body: 16MiB
     maxima:                   # what a service or request may raise them to
       timeout: 5m
-    env: {API_URL: https://example.org}   # given to every call
+    env: {API_URL: https://example.org}   # given to every call; or a list of
+                                          # -e forms: [API_URL=https://..., EXO__*, HOME]
     registry: [./my-languages]            # extra language folders
     uid_base: 61000           # first sandbox uid when running as root
     warm: 2                   # warm pool per service (or {python: 4, javascript: 2})
@@ -29,6 +30,7 @@ Unknown keys are rejected loudly, naming the key and the file.
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -128,7 +130,13 @@ class Config:
             raise ConfigError(f"{source}: {exc.message}") from exc
         env = dict(base.env)
         if "env" in data:
-            env.update({str(k): str(v) for k, v in _mapping(data, "env", source).items()})
+            if isinstance(data["env"], list):
+                try:
+                    env.update(env_from_flags([str(x) for x in data["env"]], os.environ))
+                except ConfigError as exc:
+                    raise ConfigError(f"{source}: env: {exc.message}") from exc
+            else:
+                env.update({str(k): str(v) for k, v in _mapping(data, "env", source).items()})
             engine = dataclasses.replace(engine, env=env)
         auth = dict(_mapping(data, "auth", source)) if "auth" in data else dict(base.auth)
         rate_limit = (

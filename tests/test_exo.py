@@ -261,6 +261,19 @@ def test_env_flags_pass_exo_settings_but_not_the_server_environment():
         env_from_flags(["not a name"], environ)
 
 
+def test_config_env_takes_values_or_the_flag_forms(tmp_path: Path, monkeypatch):
+    from sandbox.config import Config
+
+    monkeypatch.setenv("EXO__EXAMPLE__COLOR", "teal")
+    monkeypatch.setenv("EXO__VARIABLE__TOKEN", SECRET)
+    listed = Config.from_mapping({"env": ["EXO__*", "A=1"]}, source="stack.yaml")
+    assert dict(listed.engine.env) == {"EXO__EXAMPLE__COLOR": "teal", "A": "1"}
+    mapped = Config.from_mapping({"env": {"EXO__EXAMPLE__COLOR": "red"}})
+    assert dict(mapped.engine.env) == {"EXO__EXAMPLE__COLOR": "red"}
+    with pytest.raises(ConfigError, match="stack.yaml: env: --env takes"):
+        Config.from_mapping({"env": ["no good"]}, source="stack.yaml")
+
+
 # -- CLI ----------------------------------------------------------------------------
 
 
@@ -328,6 +341,10 @@ def test_cli_uses_dot_actions_by_default(exo: Path, tmp_path: Path):
                  cwd=project)  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["output"] == {"text": "Hello, Ann (red)"}
+    (project / "stack.yaml").write_text('env: ["EXO__*"]\n')
+    configured = stack("run", "hello-node", "-i", "name=Ann", "--config", "stack.yaml",
+                       cwd=project, env={"EXO__EXAMPLE__COLOR": "gold"})  # fmt: skip
+    assert json.loads(configured.stdout)["output"] == {"text": "Hello, Ann (gold)"}
     nowhere = stack("action", cwd=tmp_path)
     assert nowhere.returncode == 2
     assert "EXO_ACTIONS" in nowhere.stderr
