@@ -15,7 +15,7 @@ import trio
 from sandbox.brokers import open_broker
 from sandbox.features.worker import request_via
 
-from ..test_exo import SECRET, write_exo_actions
+from ..features.test_exo import SECRET, write_exo_actions
 
 ROOT = Path(__file__).resolve().parents[2]
 STACK = [sys.executable, "-m", "sandbox"]

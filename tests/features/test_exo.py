@@ -27,7 +27,7 @@ from sandbox.errors import ConfigError
 from sandbox.features import actions as act
 from sandbox.http.server import bind, serve
 
-from .conftest import ROOT
+from ..conftest import ROOT
 
 STACK = [sys.executable, "-m", "sandbox"]
 EXAMPLES = ROOT / "examples" / "actions"
