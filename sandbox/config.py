@@ -17,7 +17,8 @@ Unknown keys are rejected loudly, naming the key and the file.
       body: 16MiB
     maxima:                   # what a service or request may raise them to
       timeout: 5m
-    env: {API_URL: https://example.org}   # given to every call
+    env: {API_URL: https://example.org}   # given to every call; or a list of
+                                          # -e forms: [API_URL=https://..., EXO__*, HOME]
     registry: [./my-languages]            # extra language folders
     uid_base: 61000           # first sandbox uid when running as root
     warm: 2                   # warm pool per service (or {python: 4, javascript: 2})
@@ -29,6 +30,8 @@ Unknown keys are rejected loudly, naming the key and the file.
 from __future__ import annotations
 
 import dataclasses
+import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -130,7 +133,13 @@ class Config:
             raise ConfigError(f"{source}: {exc.message}") from exc
         env = dict(base.env)
         if "env" in data:
-            env.update({str(k): str(v) for k, v in _mapping(data, "env", source).items()})
+            if isinstance(data["env"], list):
+                try:
+                    env.update(env_from_flags([str(x) for x in data["env"]], os.environ))
+                except ConfigError as exc:
+                    raise ConfigError(f"{source}: env: {exc.message}") from exc
+            else:
+                env.update({str(k): str(v) for k, v in _mapping(data, "env", source).items()})
             engine = dataclasses.replace(engine, env=env)
         auth = dict(_mapping(data, "auth", source)) if "auth" in data else dict(base.auth)
         rate_limit = (
@@ -162,6 +171,42 @@ class Config:
             raise ConfigError(f"{path}: expected a mapping at the top")
         config = cls.from_mapping(data, source=str(path), base=base)
         return dataclasses.replace(config, base=path.parent)
+
+
+def env_from_flags(items: Sequence[str], environ: Mapping[str, str]) -> dict[str, str]:
+    """``-e`` flags as variables for every call.
+
+    ``KEY=VALUE`` sets KEY; ``KEY`` passes the server's own KEY (skipped when it
+    is unset); ``PREFIX*`` passes every server variable starting with PREFIX
+    (``EXO__*`` for Exo's settings), except the ``{{NAME}}`` variables of
+    actions (``STACK__VARIABLE__*``, ``EXO__VARIABLE__*``): those reach an
+    action only through its input.
+
+    Raises:
+        ConfigError: an empty name, or a name that is not a variable name.
+    """
+    from .features.actions import EXO_VARIABLE_PREFIX, VARIABLE_PREFIX
+
+    env: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if sep:
+            if not key:
+                raise ConfigError(f"--env takes KEY=VALUE, KEY or PREFIX*, got {item!r}")
+            env[key] = value
+        elif key.endswith("*") and _ENV_NAME.match(key[:-1] or "_"):
+            secret = (VARIABLE_PREFIX, EXO_VARIABLE_PREFIX)
+            env.update({k: v for k, v in environ.items()
+                        if k.startswith(key[:-1]) and not k.startswith(secret)})  # fmt: skip
+        elif _ENV_NAME.match(key):
+            if key in environ:
+                env[key] = environ[key]
+        else:
+            raise ConfigError(f"--env takes KEY=VALUE, KEY or PREFIX*, got {item!r}")
+    return env
+
+
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 def _mapping(data: Mapping[str, Any], key: str, source: str) -> Mapping[str, Any]:

@@ -25,6 +25,8 @@ from ..features.reporting import Reporter
 from .common import add_config_flags, broker_from, configure_logging, load_config
 
 log = logging.getLogger("stack")
+NO_ACTIONS = ("no actions: pass --actions DIR, set STACK_ACTIONS (or EXO_ACTIONS), "
+              "or run where an ./actions folder is")  # fmt: skip
 
 
 def _parser(command: str) -> argparse.ArgumentParser:
@@ -76,9 +78,9 @@ def main(command: str, argv: Sequence[str]) -> int:
         config = load_config(args)
         if command == "request" and args.via:
             return trio.run(_via, args, config, _read_request(args.file))
-        directories = [*args.actions, *act.directories_from_env(os.environ)]
+        directories = act.action_directories(args.actions, os.environ)
         if not directories:
-            print("stack: no actions: pass --actions DIR or set STACK_ACTIONS", file=sys.stderr)
+            print(f"stack: {NO_ACTIONS}", file=sys.stderr)
             return 2
         if command == "request":
             request = _read_request(args.file)
@@ -149,9 +151,12 @@ async def _main(command: str, args: argparse.Namespace, config: Config,
                                        act.variables_from_env(os.environ))  # fmt: skip
         reporter = Reporter(os.environ.get("STACK_REPORTING_URL") or None)
         if result.error is None:
+            log.info("action %s OK in %.3fs", result.action, result.duration)
             reporter.report("success", action=result.action, duration=f"{result.duration:.3f}")
         else:
             error = result.error
+            log.warning("action %s ERROR %s at %s: %s", result.action, error.code, error.stage,
+                        error.message)  # fmt: skip
             reporter.report("error", action=result.action, code=error.code,
                             stage=error.stage, message=error.message[:500])  # fmt: skip
         await reporter.flush()
@@ -190,6 +195,9 @@ def _show(actions: act.ActionSet, args: argparse.Namespace) -> int:
         print(json.dumps(details["example"], indent=2))
         return 0
     rows = [a.summary() for a in actions]
+    if not rows and not actions.problems:
+        print("stack: no action found: an action is a folder with an action.yaml "
+              "(or Exo's exo.action.yaml)", file=sys.stderr)  # fmt: skip
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0

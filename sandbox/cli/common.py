@@ -12,7 +12,7 @@ from typing import Any
 
 import trio
 
-from ..config import Config
+from ..config import Config, env_from_flags
 from ..core.limits import parse_duration
 from ..errors import ConfigError
 from ..logs import formatter
@@ -70,8 +70,10 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
         "--env",
         action="append",
         default=[],
-        metavar="KEY=VALUE",
-        help="an environment variable for every call (repeatable)",
+        metavar="KEY=VALUE|KEY|PREFIX*",
+        help="an environment variable for every call (repeatable); KEY alone passes the "
+        "server's KEY, PREFIX* every server variable starting with PREFIX (EXO__*: Exo's "
+        "settings); nothing else of the server's environment reaches a call",
     )
     group.add_argument(
         "--registry",
@@ -82,7 +84,8 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
         help="an extra folder of language YAML files (repeatable)",
     )
     group.add_argument("--actions", type=Path, action="append", default=[], metavar="DIR",
-                       help="a folder of actions (repeatable; or STACK_ACTIONS)")  # fmt: skip
+                       help="a folder of actions (repeatable; or STACK_ACTIONS, EXO_ACTIONS; "
+                       "default: ./actions if it exists)")  # fmt: skip
 
 
 def load_config(args: argparse.Namespace) -> Config:
@@ -123,12 +126,7 @@ def load_config(args: argparse.Namespace) -> Config:
         data["warm"] = warm
     if getattr(args, "warm_idle", None):
         data["warm_idle"] = args.warm_idle
-    env = {}
-    for item in args.env:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--env takes KEY=VALUE, got {item!r}")
-        env[key] = value
+    env = env_from_flags(args.env, os.environ)
     if env:
         data["env"] = env
     return Config.from_mapping(data, source="command line", base=config)

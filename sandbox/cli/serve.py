@@ -15,7 +15,7 @@ from .. import __version__
 from ..app import open_app
 from ..core.limits import Limits, parse_duration
 from ..features import jobs as ex
-from ..features.actions import directories_from_env, variables_from_env
+from ..features.actions import action_directories, variables_from_env
 from ..features.auth import Authenticator
 from ..features.judge0 import Settings as Judge0Settings
 from ..features.services import ServiceOptions
@@ -176,7 +176,7 @@ def _run_server(args: argparse.Namespace, path: Path | None, *, execute: bool) -
     sock = bind(args.host, args.port)
     grace = parse_duration(args.grace, default_unit="s")
 
-    action_dirs = [*args.actions, *directories_from_env(os.environ)]
+    action_dirs = action_directories(args.actions, os.environ)
     variables = variables_from_env(os.environ)
     from ..brokers import brokers_from_mapping
     from ..features.triggers import describe, triggers_from

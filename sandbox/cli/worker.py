@@ -8,16 +8,19 @@ import os
 import sys
 from collections.abc import Sequence
 from functools import partial
+from pathlib import Path
 
 import trio
 
 from ..brokers import BrokerError, open_broker
+from ..config import Config
 from ..core.engine import open_engine
 from ..errors import StackError
 from ..features import actions as act
 from ..features.judge0 import Settings
 from ..features.judge0_worker import serve_judge0_worker
 from ..features.worker import QUEUE, SUBJECT, serve_worker
+from .actions import NO_ACTIONS
 from .common import add_config_flags, broker_from, configure_logging, load_config, watch_signals
 
 log = logging.getLogger("stack")
@@ -46,10 +49,9 @@ def main(argv: Sequence[str]) -> int:
     configure_logging(args.verbose)
     try:
         config = load_config(args)
-        directories = [*args.actions, *act.directories_from_env(os.environ)]
+        directories = act.action_directories(args.actions, os.environ)
         if not directories and not args.judge0:
-            print("stack: no actions: pass --actions DIR or set STACK_ACTIONS (or --judge0)",
-                  file=sys.stderr)  # fmt: skip
+            print(f"stack: {NO_ACTIONS} (or pass --judge0)", file=sys.stderr)
             return 2
         return trio.run(_run, args, config, directories)
     except StackError as exc:
@@ -57,13 +59,10 @@ def main(argv: Sequence[str]) -> int:
         return 2
 
 
-async def _run(args: argparse.Namespace, config: object, directories: list[object]) -> int:
-    from ..config import Config
-
-    assert isinstance(config, Config)
+async def _run(args: argparse.Namespace, config: Config, directories: list[Path]) -> int:
     stop = trio.Event()
     async with open_engine(config.engine) as engine:
-        actions = act.ActionSet.load(directories, engine.registry)  # type: ignore[arg-type]
+        actions = act.ActionSet.load(directories, engine.registry)
         for problem in actions.problems:
             log.warning("action not loaded: %s", problem)
         judge0 = Settings.from_mapping(config.judge0) if args.judge0 else None

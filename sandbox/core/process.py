@@ -749,6 +749,12 @@ def start(spawn: Spawn) -> Started:
         fds += [ctl_r, ctl_w]
         status_r, status_w = _pipe()
         fds += [status_r, status_w]
+        # The call runs as another uid than the server: without this, opening
+        # /dev/stdin, /dev/stdout or /dev/stderr (a re-open through /proc/self/fd)
+        # fails with EACCES on the server's 0600 pipes. Only processes that may
+        # ptrace the call can reach them through /proc, so this opens nothing else.
+        for fd in (stdin_r, stdout_w, stderr_w):
+            os.fchmod(fd, 0o666)
         started = time.monotonic()
         # posix_spawn is a vfork + exec: it holds this thread until the child
         # has exec'd, about 0.15 ms on an idle machine; under load the child

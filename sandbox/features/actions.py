@@ -4,7 +4,13 @@
         action.yaml        name, description, tags, entry, input/output schemas, limits
         main.py            reads its input (a JSON object) on stdin, writes its output on stdout
 
-The request and response are Exo's:
+    examples/actions/exo-hello-bash/
+        exo.action.yaml    Exo's manifest: name, description, handler, interpreter?, schemas
+        hello.sh           reads the whole request on stdin, prints the whole response
+
+The two formats share everything (schemas, variables, mapping, redaction); they
+differ in what the code reads and writes (:attr:`Action.protocol`). The
+request and response are Exo's:
 
     {"action": "hello", "input": {"name": "Ann"}, "mapping": {"sentence": "text"}}
     {"status": "OK", "output": {...}}
@@ -16,6 +22,8 @@ are sans-IO; :func:`run_request` runs the pipeline through the engine.
 
 from __future__ import annotations
 
+import copy
+import glob
 import json
 import os
 import re
@@ -39,13 +47,18 @@ from ..core.process import CollectIO
 from ..errors import ConfigError, LanguageError, StackError
 
 MANIFESTS = ("action.yaml", "action.yml")
+EXO_MANIFESTS = ("exo.action.yaml", "exo.action.yml")
 VARIABLE_PREFIX = "STACK__VARIABLE__"
+EXO_VARIABLE_PREFIX = "EXO__VARIABLE__"
+DEFAULT_DIRECTORY = Path("actions")
 _VARIABLE = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _FIELDS = {
     "name", "description", "tags", "language", "entry", "input", "output", "limits", "help",
     "events", "env",
 }  # fmt: skip
+# Exo's manifest names the entry file `handler` and the language `interpreter`.
+_EXO_FIELDS = (_FIELDS - {"entry", "language"}) | {"handler", "interpreter"}
 MAX_OUTPUT = 16 * 1024 * 1024
 
 
@@ -111,6 +124,9 @@ class Action:
         input_schema, output_schema: JSON Schemas (2020-12).
         limits: overrides of the server's limits.
         events: flyte-style event names: ``success``, ``failure``, ``fatal``.
+        protocol: ``stack`` (stdin: the input; stdout: the output) or ``exo``
+            (stdin: the whole request; stdout: the whole response), from the
+            manifest's file name.
     """
 
     name: str
@@ -126,6 +142,7 @@ class Action:
     events: Mapping[str, str] = field(default_factory=dict)
     env: Mapping[str, str] = field(default_factory=dict)
     manifest: Path | None = None
+    protocol: str = "stack"
 
     def summary(self) -> dict[str, Any]:
         """Name, language, description and tags (``GET /actions``)."""
@@ -145,6 +162,7 @@ class Action:
             "help": self.help,
             "limits": dict(self.limits),
             "events": dict(self.events),
+            "protocol": self.protocol,
             "example": example_request(self),
         }
 
@@ -182,10 +200,15 @@ class ActionSet:
         """
         actions: dict[str, Action] = {}
         problems: list[Problem] = []
+        seen: set[Path] = set()
         for directory in directories:
             if not directory.is_dir():
                 raise ConfigError(f"actions directory {directory} does not exist")
             for manifest in _manifests(directory):
+                # A folder named twice (a glob and its parent, two variables) loads once.
+                if manifest.resolve() in seen:
+                    continue
+                seen.add(manifest.resolve())
                 try:
                     action = load_manifest(manifest, registry)
                 except _ManifestError as exc:
@@ -220,21 +243,61 @@ class ActionSet:
 
 
 def directories_from_env(environ: Mapping[str, str]) -> list[Path]:
-    """``STACK_ACTIONS``: a path list like PATH (``dir1:dir2``)."""
-    raw = environ.get("STACK_ACTIONS", "")
-    return [Path(p) for p in raw.split(os.pathsep) if p]
+    """``STACK_ACTIONS`` (a path list like PATH: ``dir1:dir2``) and ``EXO_ACTIONS``.
+
+    ``EXO_ACTIONS`` is Exo's: comma separated (``:`` works too), each part a folder
+    or a glob of folders (``/srv/core-exo-actions/actions/*``). Globs work in
+    ``STACK_ACTIONS`` too; files a glob matches are skipped.
+
+    Raises:
+        ConfigError: a glob that matches no folder, naming the variable.
+    """
+    found: list[Path] = []
+    for variable, separators in (("STACK_ACTIONS", os.pathsep), ("EXO_ACTIONS", ",:")):
+        raw = environ.get(variable, "")
+        for part in re.split(f"[{re.escape(separators)}]", raw):
+            part = part.strip()
+            if not part:
+                continue
+            if not glob.has_magic(part):
+                found.append(Path(part))
+                continue
+            matches = [Path(m) for m in sorted(glob.glob(part)) if Path(m).is_dir()]
+            if not matches:
+                raise ConfigError(f"{variable}: {part!r} matches no folder; "
+                                  "point it at a folder of actions")  # fmt: skip
+            found.extend(matches)
+    return found
+
+
+def action_directories(flags: Sequence[Path], environ: Mapping[str, str],
+                       default: Path = DEFAULT_DIRECTORY) -> list[Path]:  # fmt: skip
+    """The action folders of a command: ``--actions``, then the variables; else ``./actions``.
+
+    ``default`` is used only when nothing else names a folder and it exists.
+    """
+    directories = [*flags, *directories_from_env(environ)]
+    if not directories and default.is_dir():
+        directories.append(default)
+    return directories
+
+
+def _manifest_in(folder: Path) -> Path | None:
+    for name in (*MANIFESTS, *EXO_MANIFESTS):
+        if (folder / name).is_file():
+            return folder / name
+    return None
 
 
 def _manifests(directory: Path) -> list[Path]:
     found = []
-    for name in MANIFESTS:
-        if (directory / name).is_file():
-            found.append(directory / name)
+    here = _manifest_in(directory)
+    if here is not None:
+        found.append(here)
     for sub in sorted(p for p in directory.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        for name in MANIFESTS:
-            if (sub / name).is_file():
-                found.append(sub / name)
-                break
+        manifest = _manifest_in(sub)
+        if manifest is not None:
+            found.append(manifest)
     return found
 
 
@@ -252,30 +315,35 @@ def load_manifest(path: Path, registry: Registry) -> Action:
         raise _ManifestError(path, "", f"cannot read the manifest: {exc}") from exc
     if not isinstance(data, dict):
         raise _ManifestError(path, "", "expected a mapping at the top")
-    unknown = set(data) - _FIELDS
+    exo = path.name in EXO_MANIFESTS
+    entry_field, language_field = ("handler", "interpreter") if exo else ("entry", "language")
+    unknown = set(data) - (_EXO_FIELDS if exo else _FIELDS)
     if unknown:
+        hint = (f"; an {path.name} names its code with handler (and interpreter)"
+                if exo and unknown & {"entry", "language"} else "")  # fmt: skip
         raise _ManifestError(path, sorted(unknown)[0],
-                             f"unknown field(s) {', '.join(sorted(unknown))}")  # fmt: skip
+                             f"unknown field(s) {', '.join(sorted(unknown))}{hint}")  # fmt: skip
     name = data.get("name")
     if not isinstance(name, str) or not _NAME.match(name):
         raise _ManifestError(path, "name", "must be a name of letters, digits, '.', '_', '-'")
     folder = path.parent
-    entry_name = data.get("entry")
+    entry_name = data.get(entry_field)
     if not isinstance(entry_name, str) or not entry_name:
-        raise _ManifestError(path, "entry", "must name the entry file")
+        raise _ManifestError(path, entry_field, "must name the entry file")
     entry = (folder / entry_name).resolve()
     if not entry.is_relative_to(folder.resolve()) or not entry.is_file():
-        raise _ManifestError(path, "entry", f"{entry_name!r} is not a file in {folder}")
+        raise _ManifestError(path, entry_field, f"{entry_name!r} is not a file in {folder}")
     try:
-        if data.get("language"):
-            language = registry.get(str(data["language"]))
+        if data.get(language_field):
+            language = _language(registry, str(data[language_field]))
         else:
             language = registry.detect(entry.name, entry.read_bytes()[:256])
     except LanguageError as exc:
-        raise _ManifestError(path, "language", exc.message) from exc
+        raise _ManifestError(path, language_field, exc.message) from exc
     schemas = {}
     for key in ("input", "output"):
-        schemas[key] = _load_schema(path, key, data.get(key, {"type": "object"}))
+        # Exo writes `output: ~` for an action without output: any object.
+        schemas[key] = _load_schema(path, key, data.get(key) or {"type": "object"})
     tags = data.get("tags") or []
     if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
         raise _ManifestError(path, "tags", "must be a list of strings")
@@ -312,7 +380,22 @@ def load_manifest(path: Path, registry: Registry) -> Action:
         events={str(k): str(v) for k, v in events.items()},
         env={str(k): str(v) for k, v in env.items()},
         manifest=path,
+        protocol="exo" if exo else "stack",
     )
+
+
+def _language(registry: Registry, name: str) -> Language:
+    """A language by name or alias, or by its interpreter (Exo's ``interpreter: node``,
+    ``python3``, ``/usr/bin/php``)."""
+    try:
+        return registry.get(name)
+    except LanguageError:
+        program = name.rsplit("/", 1)[-1]
+        try:
+            return registry.detect("", f"#!/usr/bin/env {program}\n".encode())
+        except LanguageError:
+            pass
+        raise
 
 
 def _load_schema(path: Path, key: str, value: Any) -> dict[str, Any]:
@@ -343,6 +426,9 @@ def validate_request(data: Any) -> dict[str, Any]:
     Raises:
         ActionError: stage ``request``, naming the first problem and its path.
     """
+    if isinstance(data, dict):
+        # PHP clients of Exo encode an empty input or mapping as [].
+        data = {k: {} if k in ("input", "mapping") and v == [] else v for k, v in data.items()}
     _check(_REQUEST, data, "invalid_request", "request")
     assert isinstance(data, dict)
     return data
@@ -369,9 +455,15 @@ def _check(validator: Draft202012Validator, instance: Any, code: str, stage: str
 
 
 def variables_from_env(environ: Mapping[str, str]) -> dict[str, str]:
-    """``STACK__VARIABLE__NAME=value`` -> ``{"NAME": "value"}``."""
-    return {k[len(VARIABLE_PREFIX) :]: v for k, v in environ.items()
-            if k.startswith(VARIABLE_PREFIX) and len(k) > len(VARIABLE_PREFIX)}  # fmt: skip
+    """``STACK__VARIABLE__NAME=value`` (or Exo's ``EXO__VARIABLE__NAME``) -> ``{"NAME": "value"}``.
+
+    When both name one variable, ``STACK__VARIABLE__`` wins.
+    """
+    found: dict[str, str] = {}
+    for prefix in (EXO_VARIABLE_PREFIX, VARIABLE_PREFIX):
+        found.update({k[len(prefix) :]: v for k, v in environ.items()
+                      if k.startswith(prefix) and len(k) > len(prefix)})  # fmt: skip
+    return found
 
 
 def substitute(value: Any, variables: Mapping[str, str], used: set[str] | None = None) -> Any:
@@ -386,7 +478,10 @@ def substitute(value: Any, variables: Mapping[str, str], used: set[str] | None =
         def replace(match: re.Match[str]) -> str:
             name = match.group(1)
             if name not in variables:
-                message = f"unknown variable {{{{{name}}}}}: set {VARIABLE_PREFIX}{name}"
+                message = (
+                    f"unknown variable {{{{{name}}}}}: set {VARIABLE_PREFIX}{name} "
+                    f"(or {EXO_VARIABLE_PREFIX}{name}) in the server's environment"
+                )
                 raise ActionError("unknown_variable", "variables", message)
             used.add(name)
             return variables[name]
@@ -404,6 +499,17 @@ def redact(text: str, secrets: Iterable[str]) -> str:
     for secret in sorted((s for s in secrets if s), key=len, reverse=True):
         text = text.replace(secret, "***")
     return text
+
+
+def redact_value(value: Any, secrets: Sequence[str]) -> Any:
+    """``value`` with :func:`redact` applied to every string in it, keys included."""
+    if isinstance(value, str):
+        return redact(value, secrets)
+    if isinstance(value, list | tuple):
+        return [redact_value(v, secrets) for v in value]
+    if isinstance(value, Mapping):
+        return {redact(str(k), secrets): redact_value(v, secrets) for k, v in value.items()}
+    return value
 
 
 def apply_mapping(output: Mapping[str, Any], mapping: Mapping[str, str]) -> dict[str, Any]:
@@ -442,6 +548,132 @@ def parse_output(stdout: bytes) -> dict[str, Any]:
         message = f"the action's output must be a JSON object, got {kind}"
         raise ActionError("output_not_object", "output", message)
     return value
+
+
+# -- Exo's protocol, sans-IO ------------------------------------------------------
+
+_INTEGER = re.compile(r"^-?[0-9]+$")
+_NUMBER = re.compile(r"^-?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?$")
+
+
+def exo_input(schema: Mapping[str, Any], value: Any) -> Any:
+    """An Exo action's input as Exo's validator sees it: defaults filled in, strings
+    coerced to the schema's type.
+
+    Exo validates with defaults applied and types coerced, so its manifests mark
+    a property ``required`` that has a ``default``, and its clients send
+    ``{"min": "100"}`` for an integer. The result is what the handler gets.
+    """
+    if not isinstance(schema, Mapping):
+        return value
+    if isinstance(value, dict):
+        properties = schema.get("properties")
+        if not isinstance(properties, Mapping):
+            return value
+        result = dict(value)
+        for key, sub in properties.items():
+            if not isinstance(sub, Mapping):
+                continue
+            if key not in result and "default" in sub:
+                result[key] = copy.deepcopy(sub["default"])
+            if key in result:
+                result[key] = exo_input(sub, result[key])
+        return result
+    if isinstance(value, list) and isinstance(schema.get("items"), Mapping):
+        return [exo_input(schema["items"], v) for v in value]
+    if isinstance(value, str):
+        kind = schema.get("type")
+        kinds = kind if isinstance(kind, list) else [kind]
+        if "string" in kinds or kind is None:
+            return value
+        if "integer" in kinds and _INTEGER.match(value):
+            return int(value)
+        if "number" in kinds and _NUMBER.match(value):
+            number = float(value)
+            return int(number) if number.is_integer() and _INTEGER.match(value) else number
+        if "boolean" in kinds and value in ("true", "false"):
+            return value == "true"
+    return value
+
+
+def accepted_input(action: Action) -> Mapping[str, Any]:
+    """The input schema a client must meet (OpenAPI): an Exo action's properties
+    with a ``default`` may be left out, though its manifest lists them as required."""
+    if action.protocol != "exo":
+        return action.input_schema
+    schema: Mapping[str, Any] = _defaults_optional(action.input_schema)
+    return schema
+
+
+def _defaults_optional(schema: Any) -> Any:
+    if not isinstance(schema, Mapping):
+        return schema
+    result = dict(schema)
+    properties = schema.get("properties")
+    if isinstance(properties, Mapping):
+        result["properties"] = {k: _defaults_optional(v) for k, v in properties.items()}
+        required = schema.get("required")
+        if isinstance(required, list):
+            result["required"] = [
+                name for name in required
+                if not (isinstance(properties.get(name), Mapping) and "default" in properties[name])
+            ]  # fmt: skip
+    if isinstance(schema.get("items"), Mapping):
+        result["items"] = _defaults_optional(schema["items"])
+    return result
+
+
+def exo_stdin(request: Mapping[str, Any], value: Any) -> bytes:
+    """What an Exo handler reads on stdin: the whole request, its input prepared."""
+    whole = {k: v for k, v in request.items() if k in ("id", "action", "mapping", "reply-to")}
+    whole["input"] = value
+    return json.dumps(whole, ensure_ascii=False).encode()
+
+
+def parse_exo_response(stdout: bytes) -> dict[str, Any]:
+    """The output of an Exo handler's response, ``{"status": "OK", "output": {...}}``.
+
+    A response without ``output`` has an empty one (Exo's own actions do that).
+
+    Raises:
+        ActionError: not a response (stage ``output``), or the handler's own
+            ``{"status": "ERROR", "error": ...}`` (``action_error``, stage ``run``,
+            the handler's error in ``details.error``).
+    """
+    response = parse_output(stdout)
+    status = response.get("status")
+    if status == "OK":
+        output = response.get("output", {})
+        if output == []:
+            output = {}  # PHP's empty array
+        if not isinstance(output, dict):
+            kind = type(output).__name__
+            raise ActionError("invalid_response", "output",
+                              f"the action's response has an output that is {kind}, "
+                              "not an object")  # fmt: skip
+        return output
+    if status == "ERROR":
+        error = response.get("error")
+        details = {"error": error} if error is not None else {}
+        raise ActionError("action_error", "run", f"the action answered ERROR: {_text(error)}",
+                          details=details)  # fmt: skip
+    shown = json.dumps(response)[:200]
+    raise ActionError("invalid_response", "output",
+                      'an Exo action (exo.action.yaml) prints its whole response, '
+                      '{"status": "OK", "output": {...}} or {"status": "ERROR", "error": ...}; '
+                      f"got {shown}")  # fmt: skip
+
+
+def _text(error: Any) -> str:
+    if error is None:
+        return "(no error given)"
+    if isinstance(error, str):
+        return error
+    if isinstance(error, list) and all(isinstance(e, str) for e in error):
+        return "; ".join(error)
+    if isinstance(error, dict) and isinstance(error.get("message"), str):
+        return str(error["message"])
+    return json.dumps(error)[:500]
 
 
 def ok(output: Mapping[str, Any], request_id: str | None = None) -> dict[str, Any]:
@@ -562,29 +794,34 @@ async def run_request(engine: Engine, actions: ActionSet, request: Any,
             request_id = data["id"]
         action = actions.get(data["action"])
         value = data.get("input", {})
+        if action.protocol == "exo":
+            value = exo_input(action.input_schema, value)
         validate(action.input_schema, value, "input")
         value = substitute(value, variables, used)
-        output = await _run(engine, action, value, variables, used)
+        stdin = exo_stdin(data, value) if action.protocol == "exo" else json.dumps(value).encode()
+        output = await _run(engine, action, value, stdin)
         validate(action.output_schema, output, "output")
         output = apply_mapping(output, data.get("mapping", {}))
         response = ok(output, request_id)
         _check(_RESPONSE, response, "invalid_response", "response")
         return Result(response, 200, name, time.monotonic() - started)
     except ActionError as exc:
-        secrets = [variables[v] for v in used] + list(variables.values())
+        # Every string of an error, details included (an action's stderr, its own
+        # ERROR response), so a variable's value never reaches a response or a log.
+        secrets = list(variables.values())
         exc.message = redact(exc.message, secrets)
+        exc.extra = redact_value(exc.extra, secrets)
+        exc.path = None if exc.path is None else redact(exc.path, secrets)
         response = failed(exc, request_id)
         fatal = exc.code in ("crashed", "signal")
         return Result(response, exc.status, name, time.monotonic() - started, exc, fatal)
 
 
-async def _run(engine: Engine, action: Action, value: Any, variables: Mapping[str, str],
-               used: set[str]) -> dict[str, Any]:  # fmt: skip
+async def _run(engine: Engine, action: Action, value: Any, stdin: bytes) -> dict[str, Any]:
     try:
         limits = engine.limits_for(action.limits)
     except StackError as exc:
         raise ActionError("bad_limits", "run", exc.message) from exc
-    stdin = json.dumps(value).encode()
     limits = Limits(**{**limits.to_json(), "output": min(limits.output or MAX_OUTPUT, MAX_OUTPUT)})
     async with engine.open_call(limits) as call:
         hook = {"params": value, "req": {}, "env": dict(action.env)}
@@ -611,11 +848,21 @@ async def _run(engine: Engine, action: Action, value: Any, variables: Mapping[st
             raise ActionError("interpreter_missing", "run", exc.message) from exc
     if not outcome.ok:
         stderr = collect.stderr.decode("utf-8", "replace")[-2000:]
+        if action.protocol == "exo" and outcome.reason == "exit":
+            # A handler that printed its own ERROR response, then exited non-zero.
+            try:
+                parse_exo_response(collect.stdout)
+            except ActionError as exc:
+                if exc.code == "action_error":
+                    exc.extra.update(exit_code=outcome.exit_code, stderr=stderr)
+                    raise
         code = {"timeout": "timeout", "signal": "signal", "exit": "crashed"}.get(
             outcome.reason, outcome.reason
         )
         raise ActionError(code, "run", f"the action failed: {outcome.message}",
                           details={"exit_code": outcome.exit_code, "stderr": stderr})  # fmt: skip
+    if action.protocol == "exo":
+        return parse_exo_response(collect.stdout)
     return parse_output(collect.stdout)
 
 
@@ -659,7 +906,7 @@ def openapi(actions: ActionSet, *, title: str = "stack actions") -> dict[str, An
                 "description": action.description,
                 "tags": list(action.tags),
                 "requestBody": {"required": True, "content": {"application/json": {
-                    "schema": action.input_schema}}},
+                    "schema": accepted_input(action)}}},
                 "responses": _responses(ok_schema, error_ref),
             },
         }  # fmt: skip

@@ -8,7 +8,8 @@
                                    text when the data is UTF-8, binary otherwise
     WS   /ws                       JSON: {"op": "subscribe", "subject": "a.*"},
                                    {"op": "unsubscribe", "subject": "a.*"},
-                                   {"op": "publish", "subject": "a.b", "data": "..."};
+                                   {"op": "publish", "subject": "a.b", "data": ...}
+                                   (a string is sent as is, any other JSON value as JSON);
                                    receives {"subject", "data", "reply"?}
 
 While the broker is down every route answers 503 (WebSocket: close 1013),
@@ -212,9 +213,12 @@ class Gateway:
                         scopes.pop(subject).cancel()
                         await emit({"ok": "unsubscribe", "subject": subject})
                     elif kind == "publish":
-                        data = op.get("data", "")
-                        raw = (base64.b64decode(data) if op.get("base64")
-                               else str(data).encode())  # fmt: skip
+                        raw = _publish_data(op)
+                        if raw is None:
+                            await emit({"error": "bad_data",
+                                        "message": "with base64: true, data must be a "
+                                                   "base64 string"})  # fmt: skip
+                            continue
                         await self.broker.publish(subject, raw)
                         await emit({"ok": "publish", "subject": subject})
                     else:
@@ -223,6 +227,23 @@ class Gateway:
                     scopes.pop(subject, None)
                     await emit({"error": exc.code, "message": exc.message})
             nursery.cancel_scope.cancel()
+
+
+def _publish_data(op: dict[str, Any]) -> bytes | None:
+    """The bytes a ``publish`` op sends: a string as UTF-8 (or decoded, with
+    ``base64: true``), any other JSON value (object, array, number, true, null) as
+    its JSON text, so subscribers get JSON, never a Python repr. None: bad base64."""
+    data = op.get("data", "")
+    if op.get("base64"):
+        if not isinstance(data, str):
+            return None
+        try:
+            return base64.b64decode(data, validate=True)
+        except ValueError:
+            return None
+    if isinstance(data, str):
+        return data.encode()
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 def _frame(data: bytes) -> Message:

@@ -83,6 +83,54 @@ async def test_websocket_subscribe_and_json_protocol(nats_server):
             assert (await ws.receive_json())["error"] == "bad_message"
 
 
+@pytest.mark.parametrize(
+    ("data", "sent"),
+    [
+        ({"id": 9, "items": ["a", "é"]}, b'{"id":9,"items":["a","\xc3\xa9"]}'),
+        ([1, {"x": None}, True], b'[1,{"x":null},true]'),
+        (42, b"42"),
+        (2.5, b"2.5"),
+        (False, b"false"),
+        (None, b"null"),
+        ('{"already": "json text"}', b'{"already": "json text"}'),
+        ("plain text", b"plain text"),
+    ],
+)
+async def test_websocket_publish_sends_json_values_as_json(nats_server, data, sent):
+    async with gateway(nats_server.url) as base, open_broker(nats_server.url) as broker:
+        ws_base = base.replace("http://", "ws://")
+        async with connect(f"{ws_base}/ws") as publisher, connect(f"{ws_base}/ws") as reader:
+            await reader.send_json({"op": "subscribe", "subject": "orders.>"})
+            assert await reader.receive_json() == {"ok": "subscribe", "subject": "orders.>"}
+            async with broker.subscribe("orders.new") as out:
+                await publisher.send_json({"op": "publish", "subject": "orders.new", "data": data})
+                assert (await out.receive()).data == sent
+            assert await publisher.receive_json() == {"ok": "publish", "subject": "orders.new"}
+            got = await reader.receive_json()
+    assert got == {"subject": "orders.new", "data": sent.decode()}
+    if not isinstance(data, str):
+        assert json.loads(got["data"]) == data
+
+
+async def test_websocket_publish_base64_and_bad_base64(nats_server):
+    async with gateway(nats_server.url) as base, open_broker(nats_server.url) as broker:
+        ws_base = base.replace("http://", "ws://")
+        async with connect(f"{ws_base}/ws") as ws, broker.subscribe("bin.x") as out:
+            raw = bytes([0, 255, 1])
+            await ws.send_json({"op": "publish", "subject": "bin.x", "base64": True,
+                                "data": base64.b64encode(raw).decode()})  # fmt: skip
+            assert (await out.receive()).data == raw
+            assert await ws.receive_json() == {"ok": "publish", "subject": "bin.x"}
+            await ws.send_json({"op": "publish", "subject": "bin.x", "base64": True,
+                                "data": "not base64!"})  # fmt: skip
+            refused = await ws.receive_json()
+            # The session is still usable after a refused message.
+            await ws.send_json({"op": "publish", "subject": "bin.x", "data": {"ok": 1}})
+            assert (await out.receive()).data == b'{"ok":1}'
+    assert refused["error"] == "bad_data"
+    assert "base64" in refused["message"]
+
+
 async def test_gateway_answers_503_while_the_broker_is_down(nats_server):
     async with gateway(nats_server.url) as base, httpx.AsyncClient(timeout=10) as http:
         assert (await http.post(f"{base}/publish/a.b", content=b"1")).status_code == 202

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -29,6 +30,7 @@ from ..conftest import ROOT
 EXAMPLES = ROOT / "examples" / "actions"
 STACK = [sys.executable, "-m", "sandbox"]
 HELLOS = ["hello-python", "hello-javascript", "hello-php", "hello-bash", "hello-ruby"]
+EXO_HELLOS = ["exo-hello-bash", "exo-hello-node"]  # Exo's format; see test_exo.py
 
 
 def write_action(folder: Path, name: str, code: str, entry: str = "main.sh", *,
@@ -58,6 +60,7 @@ def failing(tmp_path: Path) -> Path:
     write_action(folder, "bad-output", "echo '{\"value\": 42}'\n")
     write_action(folder, "secret", 'jq -c \'{value: .text}\'\n',
                  output={"type": "object", "properties": {"value": {"maxLength": 3}}})  # fmt: skip
+    write_action(folder, "leak", 'echo "connecting with $(jq -r .text)" >&2\nexit 3\n')
     return folder
 
 
@@ -157,7 +160,7 @@ def test_name_clash_names_both_folders(tmp_path: Path):
 
 def test_example_actions_have_examples_in_their_docs():
     actions = act.ActionSet.load([EXAMPLES], Registry.load())
-    assert {a.name for a in actions} == {*HELLOS, "random-number"}
+    assert {a.name for a in actions} == {*HELLOS, *EXO_HELLOS, "random-number"}
     assert not actions.problems
     hello = actions.get("hello-python")
     assert act.example_request(hello) == {"action": "hello-python", "input": {"name": "Ann"}}
@@ -183,7 +186,7 @@ def test_cli_lists_and_shows_actions():
     listed = stack("action", "--actions", str(EXAMPLES))
     assert listed.returncode == 0
     lines = {line.split()[0]: line for line in listed.stdout.splitlines()}
-    assert set(lines) == {*HELLOS, "random-number"}
+    assert set(lines) == {*HELLOS, *EXO_HELLOS, "random-number"}
     assert "ruby" in lines["hello-ruby"]
     assert "[example, greeting]" in lines["hello-php"]
     shown = stack("action", "random-number", "--actions", str(EXAMPLES))
@@ -238,6 +241,28 @@ def test_cli_variables_reach_the_action_but_never_the_output_of_errors(failing: 
     assert secret not in log_file.read_text()
 
 
+async def test_a_variable_never_reaches_an_error_detail_or_a_log_line(client, failing, caplog):
+    """Issue 14: an action's stderr carried a variable's value into error.details.stderr."""
+    caplog.set_level(logging.INFO, logger="stack")
+    secret = "s3cr3t-token-value"
+
+    def logged() -> str:
+        return "\n".join(r.getMessage() for r in caplog.records)
+
+    async with action_server(failing, variables={"TOKEN": secret}) as url:
+        response = await client.post(f"{url}/actions/leak", json={"text": "a {{TOKEN}} b"})
+        with trio.fail_after(10):  # the server logs the result after it answered
+            while "action leak ERROR" not in logged():
+                await trio.sleep(0.02)
+    assert response.status_code == 502
+    assert secret not in response.text
+    error = response.json()["error"]
+    assert error["details"]["stderr"] == "connecting with a *** b\n"
+    assert error["details"]["exit_code"] == 3
+    assert "action leak ERROR crashed at run" in logged()
+    assert secret not in logged()
+
+
 # -- HTTP ---------------------------------------------------------------------------
 
 
@@ -269,7 +294,8 @@ async def test_http_runs_every_example_and_describes_them(client):
     body = dice.json()
     assert body["id"] == "r1"
     assert 1 <= body["output"]["result"] <= 6
-    assert {a["name"] for a in listing.json()["actions"]} == {*HELLOS, "random-number"}
+    assert {a["name"] for a in listing.json()["actions"]} == {*HELLOS, *EXO_HELLOS,
+                                                              "random-number"}  # fmt: skip
     assert one.json()["input"]["required"] == ["name"]
     assert one.json()["example"] == {"action": "hello-php", "input": {"name": "Ann"}}
     assert "/actions/hello-ruby" in doc.json()["paths"]

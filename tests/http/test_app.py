@@ -423,3 +423,15 @@ def test_path_is_a_folder_or_script(tmp_path: Path):
 
     with pytest.raises(ConfigError, match="neither a script nor a folder"):
         Services.from_path(tmp_path / "nope", Registry.load(), tmp_path, ServiceOptions())
+
+
+@pytest.mark.parametrize("isolate", ["none", "bwrap"])
+async def test_a_script_can_open_dev_stdin_stdout_and_stderr(server, client, script, isolate):
+    """Scripts that re-open their stdio by name (Exo's handlers: `cat /dev/stdin`) work,
+    though the call runs as another uid than the server that made the pipes."""
+    path = script("io.sh", 'read -r line < /dev/stdin\necho "got $line" > /dev/stdout\n'
+                           "echo logged > /dev/stderr\n")  # fmt: skip
+    async with server(path, isolate=isolate) as url:
+        response = await client.post(url, content=b"hello\n")
+    assert response.status_code == 200, response.text
+    assert response.text == "got hello\n"
