@@ -77,7 +77,9 @@ def launch(launcher: Path, options: Sequence[str], program: Sequence[str], *,
     with os.fdopen(read, "rb") as pipe:
         lines = [json.loads(line) for line in pipe.read().splitlines()]
     assert len(lines) == 2, f"expected the reaper line and the status line, got {lines}"
-    return Ran(done.returncode, done.stdout, done.stderr, lines[0]["reaper"], lines[1], seconds, status_fd)
+    return Ran(
+        done.returncode, done.stdout, done.stderr, lines[0]["reaper"], lines[1], seconds, status_fd
+    )
 
 
 def shell(code: str) -> list[str]:
@@ -93,7 +95,8 @@ def test_built_once_into_the_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert first.parent == tmp_path / "cache"
     assert first.name.startswith("stack-launch-")
     mode = first.stat().st_mode
-    assert stat.S_ISREG(mode) and mode & 0o111 == 0o111, oct(mode)
+    assert stat.S_ISREG(mode)
+    assert mode & 0o111 == 0o111, oct(mode)
     before = first.stat()
     second = launcher_path()
     assert second == first
@@ -260,7 +263,8 @@ def test_the_status_line_of_an_exit(launcher: Path) -> None:
     assert ran.status["signal"] == 0
     assert ran.status["killed"] is False
     assert ran.status["exec_errno"] == 0
-    assert ran.status["utime"] >= 0 and ran.status["stime"] >= 0
+    assert ran.status["utime"] >= 0
+    assert ran.status["stime"] >= 0
     assert ran.status["maxrss_kb"] > 0
 
 
