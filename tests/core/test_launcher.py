@@ -76,7 +76,10 @@ def launch(launcher: Path, options: Sequence[str], program: Sequence[str], *,
     seconds = time.monotonic() - began
     with os.fdopen(read, "rb") as pipe:
         lines = [json.loads(line) for line in pipe.read().splitlines()]
+    # Two lines: the reaper's pid and, at the end, the status. The launcher
+    # writes the first after its fork, so a quick program's status can come first.
     assert len(lines) == 2, f"expected the reaper line and the status line, got {lines}"
+    lines.sort(key=lambda line: "reaper" not in line)
     return Ran(
         done.returncode, done.stdout, done.stderr, lines[0]["reaper"], lines[1], seconds, status_fd
     )
