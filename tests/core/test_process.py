@@ -12,6 +12,7 @@ import dataclasses
 import json
 import math
 import os
+import secrets
 import shutil
 import signal
 import tempfile
@@ -19,6 +20,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 import trio
 
@@ -26,6 +28,8 @@ from sandbox.core import process
 from sandbox.core.control import Head
 from sandbox.core.launcher import launcher_path
 from sandbox.core.process import CollectIO, Outcome, Spawn, Usage, signal_name
+
+from ..conftest import need
 
 SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin"
 SANDBOX_UID = 61918  # in the range the conftest's leftover check watches
@@ -47,7 +51,8 @@ def workdir() -> Iterator[Path]:
 
 
 def spawn(launcher: Path, workdir: Path, code: str, *, cpu: float | None = None,
-          memory: int | None = None, timeout: float | None = 30, output: int | None = None,
+          memory: int | None = None, file_size: int | None = None,
+          timeout: float | None = 30, output: int | None = None,
           stderr_limit: int | None = None, stdin_data: bytes = b"",
           program: Sequence[str] | None = None) -> Spawn:  # fmt: skip
     """A Spawn of ``sh -c code`` through the launcher, as the engine makes one under none."""
@@ -60,6 +65,8 @@ def spawn(launcher: Path, workdir: Path, code: str, *, cpu: float | None = None,
         launch += ["-r", f"cpu={math.ceil(cpu)}"]
     if memory is not None:
         launch += ["-r", f"as={memory}"]
+    if file_size is not None:
+        launch += ["-r", f"fsize={file_size}"]
     launch += ["-c", str(workdir), "--"]
     return Spawn(
         argv=[*launch, *(program or ["/bin/sh", "-c", code])],
@@ -125,6 +132,7 @@ async def test_the_program_runs_in_its_folder_with_only_its_environment(
     cwd, *env = io.stdout.decode().splitlines()
     assert cwd == str(workdir)
     names = {line.split("=", 1)[0] for line in env}
+    assert {"PATH", "HOME", "LANG"} <= names
     assert names <= {"PATH", "HOME", "LANG", "PWD", "SHLVL", "_"}, names
 
 
@@ -183,6 +191,24 @@ async def test_the_cpu_limit(launcher: Path, workdir: Path) -> None:
     assert outcome.usage.cpu >= 0.5
 
 
+async def test_the_memory_limit(launcher: Path, workdir: Path) -> None:
+    need("python3")
+    code = "x = bytearray(512 * 1024 * 1024); print('allocated')"
+    outcome, io = await run(launcher, workdir, "", memory=64 * 1024 * 1024,
+                            program=["python3", "-c", code])  # fmt: skip
+    assert outcome.reason == "memory"
+    assert outcome.message == "the script ran out of its memory limit"
+    assert b"MemoryError" in outcome.stderr
+    assert io.stdout == b""
+
+
+async def test_the_file_size_limit(launcher: Path, workdir: Path) -> None:
+    outcome, _ = await run(launcher, workdir, "exec head -c 100000 /dev/zero > big", file_size=4096)
+    assert (outcome.reason, outcome.signal) == ("file_size", signal.SIGXFSZ)
+    assert outcome.message == "the script wrote a file larger than its file-size limit"
+    assert (workdir / "big").stat().st_size == 4096
+
+
 # -- signals and failures to start -------------------------------------------------
 
 
@@ -225,12 +251,15 @@ async def test_bubblewraps_exit_above_128_is_a_signal(launcher: Path, workdir: P
 async def test_cancelling_the_call_kills_its_tree(launcher: Path, workdir: Path) -> None:
     # The front door went away: the call is cancelled, every process ends
     # (the conftest checks that none is left).
+    marker = f"{600 + secrets.randbelow(10**6) / 1000:.3f}"  # a sleep nobody else runs
+    code = f"sleep {marker} & sleep {marker}"
     began = trio.current_time()
     with trio.move_on_after(0.5) as scope:
-        await process.run(spawn(launcher, workdir, "sleep 60 & sleep 60", timeout=None),
-                          CollectIO())  # fmt: skip
+        await process.run(spawn(launcher, workdir, code, timeout=None), CollectIO())
     assert scope.cancelled_caught
     assert trio.current_time() - began < 10  # it did not wait for the sleeps
+    left = [p for p in psutil.process_iter(["cmdline"]) if marker in (p.info["cmdline"] or [])]
+    assert left == []
 
 
 # -- the outcome as JSON -------------------------------------------------------------
