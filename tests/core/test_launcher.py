@@ -26,7 +26,7 @@ from typing import Any
 import psutil
 import pytest
 
-from sandbox.core.launcher import launcher_path
+from sandbox.core.launcher import STATUS_FD, Launch, LauncherStatus, launcher_path, parse_reaper
 
 SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin"
 SANDBOX_UID = 61917  # in the range the conftest's leftover check watches
@@ -53,6 +53,7 @@ class Ran:
     status: dict[str, Any]
     seconds: float
     status_fd: int
+    raw: bytes
 
 
 def launch(launcher: Path, options: Sequence[str], program: Sequence[str], *,
@@ -76,13 +77,21 @@ def launch(launcher: Path, options: Sequence[str], program: Sequence[str], *,
         os.close(status_fd)
     seconds = time.monotonic() - began
     with status:
-        lines = [json.loads(line) for line in status.read().splitlines()]
+        raw = status.read()
+    lines = [json.loads(line) for line in raw.splitlines()]
     # Two lines: the reaper's pid and, at the end, the status. The launcher
     # writes the first after its fork, so a quick program's status can come first.
     assert len(lines) == 2, f"expected the reaper line and the status line, got {lines}"
     lines.sort(key=lambda line: "reaper" not in line)
     return Ran(
-        done.returncode, done.stdout, done.stderr, lines[0]["reaper"], lines[1], seconds, status_fd
+        done.returncode,
+        done.stdout,
+        done.stderr,
+        lines[0]["reaper"],
+        lines[1],
+        seconds,
+        status_fd,
+        raw,
     )
 
 
@@ -308,3 +317,54 @@ def test_only_the_standard_fds_and_fd_3_reach_the_program(launcher: Path) -> Non
         os.close(above)
     # ls's own directory fd shows up too (the lowest free: 3).
     assert sorted(int(fd) for fd in ran.stdout.split()) == [0, 1, 2, 3]
+
+
+# -- the Python side of the interface ----------------------------------------------------
+
+
+def test_launch_builds_the_command_line(launcher: Path, tmp_path: Path) -> None:
+    launch = Launch(launcher, uid=SANDBOX_UID, rlimits=(("core", 0), ("nofile", 64)),
+                    cgroup_procs=("/cg/cgroup.procs",), pidns=True, cwd=tmp_path)  # fmt: skip
+    uid = str(SANDBOX_UID)
+    assert launch.argv() == [
+        str(launcher), "-n", "-s", str(STATUS_FD), "-p", "-u", uid, "-g", uid,
+        "-G", "/cg/cgroup.procs", "-r", "core=0", "-r", "nofile=64", "-c", str(tmp_path), "--",
+    ]  # fmt: skip
+    assert Launch(launcher, status=False).argv() == [str(launcher), "-n", "--"]
+
+
+def test_the_status_of_an_exit_as_parsed(launcher: Path) -> None:
+    need_root()
+    ran = launch(launcher, ["-p"], shell("exit 5"))
+    status = LauncherStatus.parse(ran.raw, asked_pidns=True)
+    assert status is not None
+    assert (status.exit, status.signal, status.killed, status.exec_errno) == (5, None, False, 0)
+    assert status.pidns is True
+    assert status.cpu >= 0
+    assert status.cpu == pytest.approx(ran.status["utime"] + ran.status["stime"])
+    assert status.maxrss == ran.status["maxrss_kb"] * 1024 > 0  # bytes
+    unasked = LauncherStatus.parse(ran.raw, asked_pidns=False)
+    assert unasked is not None
+    assert unasked.pidns is None
+
+
+def test_the_status_of_a_signal_death_as_parsed(launcher: Path) -> None:
+    need_root()
+    ran = launch(launcher, ["-p"], shell("kill -KILL $$"))
+    status = LauncherStatus.parse(ran.raw, asked_pidns=True)
+    assert status is not None
+    assert (status.exit, status.signal) == (None, signal.SIGKILL)
+
+
+def test_the_reaper_line_as_parsed(launcher: Path) -> None:
+    need_root()
+    ran = launch(launcher, ["-p"], ["true"])
+    first = next(line for line in ran.raw.splitlines() if b"reaper" in line)
+    assert parse_reaper(first) == ran.reaper
+    assert parse_reaper(b"not json") is None
+    assert parse_reaper(b'{"reaper": "12"}') is None
+
+
+def test_no_status_line_parses_as_none() -> None:
+    assert LauncherStatus.parse(b'{"reaper":123}\n', asked_pidns=True) is None
+    assert LauncherStatus.parse(b"", asked_pidns=True) is None

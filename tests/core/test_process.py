@@ -1,8 +1,8 @@
 """One call's process (sandbox/core/process.py), run without the engine.
 
 ``process.run`` is given a ``Spawn`` with the launcher's command line, as
-``Call._spawn`` builds it (``-n -s 4 -p``, the rlimits, ``-c`` the call's
-folder), and a ``CollectIO`` in place of a front door. What comes back is
+``Call._spawn`` builds it (a ``Launch``: the call's uid, its rlimits, a pid
+namespace, the call's folder), and a ``CollectIO`` in place of a front door. What comes back is
 what every front door shows: the streams, the ``Outcome`` and its JSON.
 """
 
@@ -26,7 +26,7 @@ import trio
 
 from sandbox.core import process
 from sandbox.core.control import Head
-from sandbox.core.launcher import launcher_path
+from sandbox.core.launcher import Launch, launcher_path
 from sandbox.core.process import CollectIO, Outcome, Spawn, Usage, signal_name
 
 from ..conftest import need
@@ -56,18 +56,18 @@ def spawn(launcher: Path, workdir: Path, code: str, *, cpu: float | None = None,
           stderr_limit: int | None = None, stdin_data: bytes = b"",
           program: Sequence[str] | None = None) -> Spawn:  # fmt: skip
     """A Spawn of ``sh -c code`` through the launcher, as the engine makes one under none."""
-    launch = [str(launcher), "-n", "-s", "4", "-p"]
+    uid = None
     if os.geteuid() == 0:
-        launch += ["-u", str(SANDBOX_UID), "-g", str(SANDBOX_UID)]
-        os.chown(workdir, SANDBOX_UID, SANDBOX_UID)
-    launch += ["-r", "core=0"]
+        uid = SANDBOX_UID
+        os.chown(workdir, uid, uid)
+    rlimits = [("core", 0)]
     if cpu is not None:
-        launch += ["-r", f"cpu={math.ceil(cpu)}"]
+        rlimits.append(("cpu", math.ceil(cpu)))
     if memory is not None:
-        launch += ["-r", f"as={memory}"]
+        rlimits.append(("as", memory))
     if file_size is not None:
-        launch += ["-r", f"fsize={file_size}"]
-    launch += ["-c", str(workdir), "--"]
+        rlimits.append(("fsize", file_size))
+    launch = Launch(launcher, uid=uid, rlimits=tuple(rlimits), pidns=True, cwd=workdir).argv()
     return Spawn(
         argv=[*launch, *(program or ["/bin/sh", "-c", code])],
         env={"PATH": SYSTEM_PATH, "HOME": str(workdir), "LANG": "C.UTF-8"},
