@@ -5,7 +5,9 @@ it sets the rlimits it is given, drops to the call's uid and gid, starts the
 program in a pid namespace of its own, kills what the program left behind
 when it exits, and reports on its status fd: first ``{"reaper": PID}``, at the
 end one line with the exit, the signal and the tree's usage. Here it is run
-with ``subprocess`` and its status read from a pipe, without the engine.
+with ``subprocess`` and its status read from a pipe, without the engine; the
+Python side (``Launch``, ``LauncherStatus``, ``parse_reaper``) is checked
+against what it really writes.
 """
 
 from __future__ import annotations
