@@ -19,7 +19,7 @@ Unknown keys are rejected loudly, naming the key and the file.
       timeout: 5m
     env: {API_URL: https://example.org}   # given to every call; or a list of
                                           # -e forms: [API_URL=https://..., EXO__*, HOME]
-    registry: [./my-languages]            # extra language folders
+    registry: [./my-languages]            # extra language folders (relative: to this file)
     uid_base: 61000           # first sandbox uid when running as root
     warm: 2                   # warm pool per service (or {python: 4, javascript: 2})
     warm_idle: 60s            # a pool unused this long shrinks to one interpreter
@@ -108,7 +108,12 @@ class Config:
                 if key in data:
                     changes[key] = _int(data[key], key, source)
             if "network" in data:
-                changes["network"] = bool(data["network"])
+                # Strictly a boolean: a quoted "false" must not turn the network on.
+                if not isinstance(data["network"], bool):
+                    raise ConfigError(
+                        f"{source}: 'network' must be true or false, got {data['network']!r}"
+                    )
+                changes["network"] = data["network"]
             if "warm" in data:
                 changes["warm"] = {**engine.warm, **warm_sizes(data["warm"], source)}
             if "warm_idle" in data:
@@ -118,9 +123,10 @@ class Config:
             if "disk" in data:
                 raw = data["disk"]
                 none = raw is None or str(raw).lower() in ("none", "unlimited")
-                changes["disk"] = None if none else parse_size(raw)
+                changes["disk"] = None if none else _above_zero(parse_size(raw), "disk", source)
             if "disk_files" in data:
-                changes["disk_files"] = _int(data["disk_files"], "disk_files", source)
+                files = _int(data["disk_files"], "disk_files", source)
+                changes["disk_files"] = _above_zero(files, "disk_files", source)
             if "registry" in data:
                 dirs = data["registry"]
                 if not isinstance(dirs, list):
@@ -130,7 +136,8 @@ class Config:
         except ConfigError as exc:
             if exc.message.startswith(source):
                 raise
-            raise ConfigError(f"{source}: {exc.message}") from exc
+            # The same class (LimitTooHigh stays one) and details, with the source.
+            raise type(exc)(f"{source}: {exc.message}", **exc.details) from exc
         env = dict(base.env)
         if "env" in data:
             if isinstance(data["env"], list):
@@ -169,7 +176,7 @@ class Config:
             raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: expected a mapping at the top")
-        config = cls.from_mapping(data, source=str(path), base=base)
+        config = cls.from_mapping(_from_folder(data, path.parent), source=str(path), base=base)
         return dataclasses.replace(config, base=path.parent)
 
 
@@ -207,6 +214,24 @@ def env_from_flags(items: Sequence[str], environ: Mapping[str, str]) -> dict[str
 
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _from_folder(data: Mapping[str, Any], folder: Path) -> dict[str, Any]:
+    """``data`` with its relative ``registry`` folders and ``temp_dir`` made ``folder``'s."""
+    data = dict(data)
+    if isinstance(data.get("registry"), list):
+        data["registry"] = [str(folder / str(entry)) for entry in data["registry"]]
+    if data.get("temp_dir") is not None:
+        data["temp_dir"] = str(folder / str(data["temp_dir"]))
+    return data
+
+
+def _above_zero(value: int, key: str, source: str) -> int:
+    # A tmpfs mounted with size=0 or nr_inodes=0 has no limit at all.
+    if value <= 0:
+        raise ConfigError(f"{source}: '{key}' must be above 0 (or disk: none for no quota), "
+                          f"got {value!r}")  # fmt: skip
+    return value
 
 
 def _mapping(data: Mapping[str, Any], key: str, source: str) -> Mapping[str, Any]:

@@ -290,6 +290,7 @@ int main(int argc, char **argv) {
     char **prog = argv + optind;
 
     /* Only 0-3 and the status fd go further; fd 3 is the control channel. */
+    if (status_fd > 4) syscall(SYS_close_range, 4U, (unsigned)status_fd - 1, 0);
     int keep = status_fd > 3 ? status_fd : 3;
     syscall(SYS_close_range, (unsigned)keep + 1, ~0U, 0);
     if (status_fd >= 0) fcntl(status_fd, F_SETFD, FD_CLOEXEC);

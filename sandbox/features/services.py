@@ -138,6 +138,10 @@ def load_sidecar(script: Path) -> dict[str, Any]:
         if not isinstance(data.get(key, {}), dict):
             raise ConfigError(f"{path}: '{key}' must be a mapping")
     data["env"] = {str(k): str(v) for k, v in data.get("env", {}).items()}
+    for key in ("network", "cgi"):
+        # Strictly booleans: a quoted "false" must not turn the network on.
+        if key in data and not isinstance(data[key], bool):
+            raise ConfigError(f"{path}: '{key}' must be true or false, got {data[key]!r}")
     warm = data.get("warm")
     if warm is not None and (isinstance(warm, bool) or not isinstance(warm, int) or warm < 0):
         raise ConfigError(f"{path}: 'warm' must be a whole number of interpreters, got {warm!r}")
