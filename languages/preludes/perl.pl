@@ -87,7 +87,7 @@ sub main::stack_header {
 
 my $script = shift @ARGV;
 die "usage: perl perl.pl SCRIPT [ARGS...]\n" unless defined $script;
-$script = "./$script" unless $script =~ m{/};    # do FILE would search @INC
+$script = "./$script" unless $script =~ m{\A\.{0,2}/};    # do FILE would search @INC
 $0 = $script;    # FindBin's $Bin is the script's folder
 # The script's folder is its code: `require 'helper.pl'` and `use Helper`
 # find files there (last, as when @INC held ".").
