@@ -8,7 +8,8 @@ itself; they get a copy in the engine's own folder, synced from it:
   files, mode 0644/0755; under bwrap also bound read-only at /stack/code);
 - holding only what the call's uid could read where it lies (world-readable
   files and folders when the server is root; what the server itself can read
-  otherwise, when calls run as its user anyway);
+  otherwise, when calls run as its user anyway), and nothing anyone may
+  write to (a call could change the code of the calls after it);
 - without what looks like a secret: dotfiles and dot-folders (``.env``,
   ``.git``, ``.ssh``), keys and certificates (``*.key``, ``*.pem``, ...),
   the services' own ``*.stack.yaml`` settings; without ``__pycache__``;
@@ -139,6 +140,9 @@ def survey(folder: Path, always: Iterable[str] = (), *, whole: bool = True,
                 found.skip("special files")
             elif not _readable(info, entry.path, root):
                 found.skip("unreadable by calls")
+            elif info.st_mode & 0o002:
+                # A call could change it (--isolate none), and so every later call's code.
+                found.skip("writable by anyone")
             elif stat.S_ISDIR(info.st_mode):
                 if entry.name in SKIPPED_FOLDERS:
                     found.skip("__pycache__ folders")
@@ -215,10 +219,26 @@ class StagedCode:
         return True
 
     def _copy(self, name: str, mode: int) -> None:
+        """Copy one file; only a script served may be reached through a symlink.
+
+        Anything else is opened without following a link, in case it was
+        swapped for one since the survey (the server copies as root).
+        """
         target = self.target / name
         target.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
         temporary = target.with_name(f".{target.name}.stack-tmp")
-        shutil.copyfile(self.source / name, temporary)
+        flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC
+        if name not in self.always:
+            flags |= os.O_NOFOLLOW
+        try:
+            fd = os.open(self.source / name, flags)
+        except OSError:
+            return  # gone or swapped since the survey: the next sync sees it
+        with os.fdopen(fd, "rb") as source:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return
+            with open(temporary, "wb") as copy:
+                shutil.copyfileobj(source, copy)
         os.chmod(temporary, 0o755 if mode & 0o100 else 0o644)
         os.replace(temporary, target)
 

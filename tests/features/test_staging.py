@@ -56,6 +56,15 @@ def test_as_root_only_what_others_may_read_is_staged(tmp_path: Path) -> None:
     assert found.left_out == {"unreadable by calls": 2}
 
 
+def test_what_anyone_may_write_to_is_not_staged(tmp_path: Path) -> None:
+    folder = _tree(tmp_path, {"hello.sh": "", "lib.sh": "", "open.sh": "", "drop/x.sh": ""})
+    (folder / "open.sh").chmod(0o666)
+    (folder / "drop").chmod(0o1777)
+    found = staging.survey(folder, ["hello.sh"], root=False)
+    assert sorted(found.files) == ["hello.sh", "lib.sh"]
+    assert found.left_out == {"writable by anyone": 2}
+
+
 def test_a_folder_over_the_cap_stages_the_script_alone(tmp_path: Path) -> None:
     folder = _tree(tmp_path, {f"file{i}.txt": "x" * 10 for i in range(5)} | {"hello.sh": ""})
     by_count = staging.survey(folder, ["hello.sh"], root=False, max_files=3)
