@@ -174,9 +174,15 @@ def not_code(folder: Path) -> str | None:
         return "it is the root folder"
     if info.st_mode & 0o002:
         return "anyone may write to it"
+    # The server's own, root's and people's (not system users': www-data's
+    # home is /var/www, where services do live).
     homes = {Path.home()}
     try:
-        homes |= {Path(entry.pw_dir) for entry in pwd.getpwall()}
+        homes |= {
+            Path(entry.pw_dir)
+            for entry in pwd.getpwall()
+            if entry.pw_uid == 0 or 1000 <= entry.pw_uid < 65534
+        }
     except OSError:
         pass
     if resolved in {home.resolve() for home in homes if str(home) not in ("", "/")}:
