@@ -4,7 +4,8 @@
 -- ...) and the table Hook = {params = {name = ...}, req = {...}, env = {...}}
 -- of strings (keys without the prefix), never through load. Defines
 -- stack_status and stack_header (fd 3 control messages), then runs SCRIPT
--- with arg and ... describing it.
+-- with arg and ... describing it, and package.path and package.cpath
+-- looking in SCRIPT's folder where they looked in "./".
 --
 -- Lua cannot adopt an inherited descriptor, so fd 3 is reopened through
 -- /dev/fd/3: that needs /dev/fd and a pipe or file (not a socket) at fd 3.
@@ -80,6 +81,16 @@ for i = -1, -math.huge, -1 do
 end
 for i = 2, #arg do script_arg[i - 1] = arg[i] end
 arg = script_arg
+
+-- The script's folder is its code: require finds the modules beside it
+-- where plain lua, run from there, finds them through "./" (after the
+-- system's), though the working directory is the call's own.
+local folder = script:match("^(.*)/[^/]*$") or "."
+local function beside(path)
+  return ((";" .. path):gsub(";%./", function() return ";" .. folder .. "/" end):sub(2))
+end
+package.path = beside(package.path)
+package.cpath = beside(package.cpath)
 
 local chunk, err = loadfile(script)
 if not chunk then

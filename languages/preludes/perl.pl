@@ -5,8 +5,8 @@
 # (keys without the prefix: $Hook_params{name}), by symbol table assignment,
 # never eval. They are imported, so a script under `use strict` may use them
 # unqualified. Defines stack_status and stack_header (fd 3 control messages),
-# then runs SCRIPT with `do` in package main. No modules are loaded: this runs
-# before every call.
+# then runs SCRIPT with `do` in package main, with its folder at the end of
+# @INC. No modules are loaded: this runs before every call.
 package Stack::Prelude;
 
 # Before anything else opens a file: without an inherited fd 3 (a script run
@@ -87,8 +87,11 @@ sub main::stack_header {
 
 my $script = shift @ARGV;
 die "usage: perl perl.pl SCRIPT [ARGS...]\n" unless defined $script;
-$script = "./$script" unless $script =~ m{/};    # do FILE would search @INC
-$0 = $script;
+$script = "./$script" unless $script =~ m{\A\.{0,2}/};    # do FILE would search @INC
+$0 = $script;    # FindBin's $Bin is the script's folder
+# The script's folder is its code: `require 'helper.pl'` and `use Helper`
+# find files there (last, as when @INC held ".").
+push @INC, $script =~ s{/[^/]*\z}{}r;
 
 package main;
 delete $INC{$script};

@@ -3,7 +3,8 @@
 //
 // Loads the Hook from $STACK_HOOK into the global array $Hook ($Hook['params'],
 // $Hook['req'], $Hook['env']), defines stack_header() and stack_status() (fd 3
-// control messages), then requires SCRIPT in the global scope. Also fills
+// control messages), then requires SCRIPT in the global scope, with SCRIPT's
+// folder at the end of the include_path. Also fills
 // $_GET (the query) and $_REQUEST (all params), and makes $argv and $_SERVER
 // describe SCRIPT rather than this prelude. (header() and
 // http_response_code() do nothing in the CLI: use the stack_ functions.)
@@ -94,4 +95,7 @@ $_SERVER['argv'] = $argv;
 $_SERVER['argc'] = $argc;
 $_SERVER['SCRIPT_FILENAME'] = $_SERVER['PATH_TRANSLATED'] = $__stack_script;
 $_SERVER['SCRIPT_NAME'] = $_SERVER['PHP_SELF'] = getenv('SCRIPT_NAME') ?: $__stack_script;
+// The script's folder is its code: include and require look there too, after
+// the include_path (the working directory is the call's own).
+set_include_path(get_include_path() . PATH_SEPARATOR . dirname($__stack_script));
 require $__stack_script;

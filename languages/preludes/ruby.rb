@@ -2,7 +2,8 @@
 #
 # Loads the Hook from $STACK_HOOK into the constant Hook (Hook['params'],
 # Hook['req'], Hook['env'], and Hook['res'], whose methods write response
-# control messages to fd 3), then loads SCRIPT at the top level.
+# control messages to fd 3), then loads SCRIPT at the top level, with its
+# folder at the end of $LOAD_PATH.
 #
 # RubyGems costs about 60 ms at startup, so the run line disables it and the
 # require below loads it the first time a library is not found without it.
@@ -127,4 +128,7 @@ Hook['res'] = response.new(send_control)
 abort 'usage: ruby ruby.rb SCRIPT [ARGS...]' if ARGV.empty?
 script = File.expand_path(ARGV.shift)
 $0 = script # so `if __FILE__ == $0` holds in the script
+# The script's folder is its code: `require 'helper'` finds helper.rb there
+# (last, after Ruby's own); require_relative works as ever.
+$LOAD_PATH.push(File.dirname(script))
 load script

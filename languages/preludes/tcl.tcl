@@ -4,7 +4,7 @@
 # ...) and the arrays Hook_params, Hook_req, Hook_env (keys without the
 # prefix: $Hook_params(name)), with set, never eval. Defines stack_status and
 # stack_header (fd 3 control messages), then sources SCRIPT at the global
-# level with argv0, argv and argc describing it.
+# level with argv0, argv and argc describing it, and its folder on auto_path.
 #
 # Tcl cannot adopt an inherited descriptor, so fd 3 is reopened through
 # /dev/fd/3: that needs /dev/fd and a pipe or file (not a socket) at fd 3.
@@ -87,6 +87,9 @@ if {$argc < 1} {
     exit 2
 }
 set argv0 [lindex $argv 0]
+# The script's folder is its code: [info script] names it, and package
+# require looks there too (pkgIndex.tcl).
+lappend auto_path [file dirname [file normalize $argv0]]
 set argv [lrange $argv 1 end]
 set argc [llength $argv]
 source $argv0

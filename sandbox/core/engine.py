@@ -709,7 +709,7 @@ class Call:
                 env["STACK_HOOK_ENV"] = "1"  # all of them: the prelude need not read the file
 
         binds: list[tuple[Path, PurePosixPath]] = []
-        if inv.code_dir is not None:
+        if inv.code_dir is not None and not inv.code_dir.is_relative_to(engine.base):
             staged = engine.staged_folder(inv.code_dir)
             inv = dataclasses.replace(
                 inv,

@@ -27,9 +27,12 @@ class Invocation:
         door: the front door, for metrics: ``service``, ``execute``, ``action``...
         build: a compiled build to run (``{build}`` in the run line).
         stderr_limit: stderr bytes allowed; past it the call is killed.
-        code_dir: the folder the script belongs to (an action's folder): made
-            readable by the call and, under bwrap, bound whole, so the script
-            can use the files beside it.
+        code_dir: the folder the script belongs to (an action's folder, a
+            service's): made readable by the call and, under bwrap, bound
+            whole and read-only at /stack/code, so the script can use the
+            files beside it. A folder inside the engine's own (a service's
+            copy, staged by the services) is used as it is; any other is
+            copied there first (:meth:`Engine.staged_folder`).
     """
 
     language: Language

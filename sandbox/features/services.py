@@ -1,15 +1,16 @@
 """Services: scripts served over HTTP, one script or a folder of them.
 
-A service is a script file plus its language. The engine runs a staged copy
-(readable by the sandbox uid); with ``watch`` the copy is refreshed when the
-file changes on disk.
+A service is a script file plus its language. Its folder (a single
+script's own, or the folder served) is its code: the engine runs a staged
+copy of it (see :mod:`sandbox.features.staging`), so the script can load the
+modules beside it; with ``watch`` the copy is refreshed when the files change
+on disk.
 """
 
 from __future__ import annotations
 
-import os
+import logging
 import re
-import shutil
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,9 @@ import yaml
 from ..core.languages import Language, Registry
 from ..core.limits import Limits
 from ..errors import ConfigError, NotFound, StackError
+from . import staging
+
+log = logging.getLogger("stack")
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _NOT_SCRIPTS = {".md", ".txt", ".yaml", ".yml", ".json", ".html"}
@@ -47,6 +51,11 @@ class Service:
     """One script served over HTTP.
 
     Attributes:
+        name: its name (the file name in a folder, the stem of a single script).
+        source: the script on disk.
+        language: its language.
+        code: the staged copy of its folder, shared by the services of one folder.
+        script: the script's path inside that folder.
         limits: overrides of the server's default limits (from the sidecar).
         network: network access under bwrap (None: the server's default).
         warm: its own warm pool size (None: the server's ``--warm``).
@@ -55,13 +64,23 @@ class Service:
     name: str
     source: Path
     language: Language
-    staged: Path
+    code: staging.StagedCode
+    script: str
     cgi: bool
     env: Mapping[str, str]
     limits: Mapping[str, Any] = field(default_factory=dict)
     network: bool | None = None
     warm: int | None = None
-    _mtime: float = 0.0
+
+    @property
+    def staged(self) -> Path:
+        """The script the engine runs: in the staged copy of its folder."""
+        return self.code.target / self.script
+
+    @property
+    def code_dir(self) -> Path:
+        """The staged copy of its folder (``Invocation.code_dir``)."""
+        return self.code.target
 
     @property
     def pool_key(self) -> str:
@@ -69,32 +88,20 @@ class Service:
         return f"service:{self.name}"
 
     def refresh(self) -> bool:
-        """Copy the script again if it changed on disk (blocking, cheap when unchanged).
+        """Sync the staged copy of its folder with the disk (blocking; a walk of the folder).
 
         Returns:
-            whether it changed.
+            whether anything changed.
 
         Raises:
             NotFound: the script was removed.
         """
+        if not self.source.is_file():
+            raise NotFound(f"the script of service {self.name!r} was removed")
         try:
-            mtime = self.source.stat().st_mtime
+            return self.code.sync()
         except FileNotFoundError as exc:
             raise NotFound(f"the script of service {self.name!r} was removed") from exc
-        if mtime == self._mtime:
-            return False
-        _stage(self.source, self.staged)
-        self._mtime = mtime
-        return True
-
-
-def _stage(source: Path, target: Path) -> None:
-    """Copy a script where the sandbox uid can read it, atomically."""
-    target.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
-    temporary = target.with_name(f".{target.name}.tmp")
-    shutil.copyfile(source, temporary)
-    os.chmod(temporary, 0o644)
-    os.replace(temporary, target)
 
 
 _SIDECAR_KEYS = {"limits", "env", "network", "cgi", "language", "warm"}
@@ -152,10 +159,6 @@ def load_sidecar(script: Path) -> dict[str, Any]:
     return data
 
 
-def _safe_dir(name: str) -> str:
-    return name.replace("/", "_") or "_"
-
-
 class Services:
     """The services of one server: a single script, or every script of a folder."""
 
@@ -170,6 +173,7 @@ class Services:
         self._aliases: dict[str, str] = {}
         self._ambiguous: dict[str, list[str]] = {}
         self.skipped: list[str] = []
+        self._code: staging.StagedCode | None = None
 
     @classmethod
     def from_path(cls, path: Path, registry: Registry, stage_dir: Path,
@@ -185,7 +189,12 @@ class Services:
         services = cls(registry, stage_dir, options)
         services.check_limits = check_limits
         if path.is_file():
-            services.single = services._load(path, name=path.stem)
+            folder = path.absolute().parent
+            why = staging.not_code(folder)
+            code = staging.StagedCode(folder, stage_dir / "code", [path.name], whole=why is None)
+            services.single = services._load(path, name=path.stem, code=code)
+            services.single.refresh()
+            services._log_staged(code, why)
         elif path.is_dir():
             services.folder = path
             services.scan()
@@ -200,6 +209,8 @@ class Services:
         ``/<stem>`` (``/hello``) when no other script shares that stem.
         """
         assert self.folder is not None
+        if self._code is None:
+            self._code = staging.StagedCode(self.folder.absolute(), self.stage_dir / "code")
         skipped: list[str] = []
         found: dict[str, Service] = {}
         stems: dict[str, list[str]] = {}
@@ -210,7 +221,7 @@ class Services:
                 skipped.append(f"{path.name}: not a usable URL name")
                 continue
             try:
-                found[path.name] = self._load(path, name=path.name)
+                found[path.name] = self._load(path, name=path.name, code=self._code)
             except StackError as exc:
                 skipped.append(f"{path.name}: {exc.message}")
                 continue
@@ -219,11 +230,32 @@ class Services:
             stem: names[0] for stem, names in stems.items() if len(names) == 1 and stem not in found
         }
         self._ambiguous = {stem: names for stem, names in stems.items() if len(names) > 1}
+        first = self._code.last is None
+        self._code.always = set(found)
+        self._code.sync()
+        if first:
+            self._log_staged(self._code, None)
         self._services = found
         self.skipped = skipped
         return skipped
 
-    def _load(self, path: Path, *, name: str) -> Service:
+    @staticmethod
+    def _log_staged(code: staging.StagedCode, why: str | None) -> None:
+        """Say what of a code folder its calls see: the folder, or why only the scripts."""
+        surveyed = code.last
+        assert surveyed is not None
+        why = why or surveyed.too_large
+        if why is not None:
+            log.warning(
+                "services: %s is not staged (%s): calls get the script(s) alone, without "
+                "the files beside them; to use modules beside a script, put it in a folder "
+                "of its own", code.source, why,
+            )  # fmt: skip
+        else:
+            log.info("services: %s is staged read-only as the code of its calls (%s)",
+                     code.source, surveyed.summary())  # fmt: skip
+
+    def _load(self, path: Path, *, name: str, code: staging.StagedCode) -> Service:
         sidecar = load_sidecar(path)
         language_name = sidecar.get("language") or self.options.language
         if language_name:
@@ -232,13 +264,13 @@ class Services:
             with path.open("rb") as handle:
                 head = handle.read(256)
             language = self.registry.detect(path.name, head)
-        staged = self.stage_dir / _safe_dir(name) / path.name
         env = {**self.options.env, **sidecar.get("env", {})}
         service = Service(
             name,
             path,
             language,
-            staged,
+            code,
+            path.name,
             bool(sidecar.get("cgi", self.options.cgi)),
             env,
             limits=sidecar.get("limits", {}),
@@ -247,7 +279,6 @@ class Services:
         )
         if self.check_limits is not None:
             self.check_limits(service.limits)
-        service.refresh()
         return service
 
     def path_of(self, service: Service) -> str:

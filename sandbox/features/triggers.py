@@ -148,7 +148,7 @@ async def _handle(trigger: Trigger, message: Message, brokers: Mapping[str, Brok
         async with engine.open_call(engine.limits_for(service.limits)) as call:
             outcome = await call.run(
                 Invocation(service.language, service.staged, hook=hook, env=service.env,
-                           door="trigger"), collect)  # fmt: skip
+                           code_dir=service.code_dir, door="trigger"), collect)  # fmt: skip
         ok, fatal = outcome.ok, outcome.reason in ("signal", "spawn")
         body = collect.stdout
         summary = {"status": "OK" if ok else "ERROR", "reason": outcome.reason,

@@ -317,7 +317,8 @@ class StackApp:
         if key not in self._pools:
             size = self.engine.config.warm_size(service.language.name, service.warm)
             invocation = Invocation(language=service.language, script=service.staged,
-                                    env=service.env, network=service.network)  # fmt: skip
+                                    env=service.env, network=service.network,
+                                    code_dir=service.code_dir)  # fmt: skip
             limits = self.engine.limits_for(service.limits)
             pool = self.engine.add_pool(key, invocation, size, limits) if size else None
             self._pools[key] = key if pool is not None else None
@@ -482,7 +483,7 @@ class StackApp:
         if self.services.options.watch:
             changed = await trio.to_thread.run_sync(service.refresh)
             if changed and warm is not None:
-                self.engine.flush_pool(warm)  # bwrap binds the old file: start afresh
+                self.engine.flush_pool(warm)  # waiting ones may have read the old files
         self.engine.interpreter(service.language)  # fail early: InterpreterMissing
         scope["stack.language"] = service.language.name
         info = _request_info(scope, root + script_name, path_info)
@@ -531,6 +532,7 @@ class StackApp:
                 network=service.network,
                 stdin=stdin,
                 build=build,
+                code_dir=service.code_dir,
             )
             return await self._run(call, invocation, body, stream, send, request_id,
                                    info.method)  # fmt: skip

@@ -124,6 +124,7 @@ class Language:
         flat_extra: Sequence[tuple[str, str]] = (),
         control: str | None = "pipe",
         env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
     ) -> Result:
         """Run script as a call would.
 
@@ -136,8 +137,10 @@ class Language:
                 stdout's pipe, so the order of the writes shows) or None (no
                 fd 3, as when run by hand).
             env: extra environment.
+            cwd: the working directory (and where the Hook files go);
+                default: the script's folder.
         """
-        tmp = script.parent
+        tmp = cwd or script.parent
         environ = {
             "PATH": os.environ["PATH"],
             "LANG": "C.UTF-8",
@@ -906,3 +909,54 @@ def test_bash_hook_variables_are_not_exported_to_child_processes(path: str, tmp_
     assert lines[:2] == ["Bob unset", "unset"]
     # Imported from the environment (faster than reading the file) or not.
     assert (int(lines[2]) > 0) == (path == "environment")
+
+
+# The script's folder is its code: each language finds a module beside the
+# script though the working directory is another (the call's own), by the
+# language's usual way for a script's own files and, where the language has
+# a search path, through that path.
+SIBLING_MODULES: dict[str, tuple[str, dict[str, str]]] = {
+    "bash": ('source "$(dirname "$0")/helper.sh"\necho "$text"\n',
+             {"helper.sh": "text='from helper'\n"}),
+    "sh": ('. "${SCRIPT_FILENAME%/*}/helper.sh"\necho "$text"\n',
+           {"helper.sh": "text='from helper'\n"}),
+    "javascript": ("console.log(require('./helper').text);\n",
+                   {"helper.js": "exports.text = 'from helper';\n"}),
+    "python": ("import helper\nprint(helper.TEXT)\n", {"helper.py": "TEXT = 'from helper'\n"}),
+    # lib/nested.php includes helper.php: found through the include_path
+    # (PHP's own fallback looks beside lib/nested.php only).
+    "php": ("<?php\nrequire __DIR__ . '/lib/nested.php';\necho HELPER, \"\\n\";\n",
+            {"lib/nested.php": "<?php\ninclude 'helper.php';\n",
+             "helper.php": "<?php\nconst HELPER = 'from helper';\n"}),
+    "ruby": ("require 'helper'\nrequire_relative 'other'\nputs HELPER, OTHER\n",
+             {"helper.rb": "HELPER = 'from helper'\n", "other.rb": "OTHER = 'and other'\n"}),
+    "lua": ('print((require("helper")))\n', {"helper.lua": 'return "from helper"\n'}),
+    "perl": ('use strict;\nuse Helper;\nrequire "other.pl";\nprint Helper::text(), "\\n";\n',
+             {"Helper.pm": "package Helper;\nsub text { 'from helper' }\n1;\n",
+              "other.pl": "1;\n"}),
+    "tcl": ("package require helper\nputs [helper]\n",
+            {"pkgIndex.tcl": "package ifneeded helper 1.0 [list source [file join $dir helper.tcl]]\n",
+             "helper.tcl": "package provide helper 1.0\nproc helper {} { return {from helper} }\n"}),
+}  # fmt: skip
+
+
+def test_every_language_has_a_sibling_module_case() -> None:
+    assert set(SIBLING_MODULES) == set(LANGUAGE_NAMES)
+
+
+@pytest.mark.parametrize("lang", LANGUAGE_NAMES)
+def test_a_module_beside_the_script_loads(lang: str, tmp_path: Path) -> None:
+    main, modules = SIBLING_MODULES[lang]
+    code = tmp_path / "code"
+    work = tmp_path / "work"
+    work.mkdir()
+    for name, text in modules.items():
+        (code / name).parent.mkdir(parents=True, exist_ok=True)
+        (code / name).write_text(text)
+    script = code / f"main{SNIPPETS[lang].ext}"
+    script.write_text(main)
+    result = language(lang).run(
+        script, hook=make_hook(), cwd=work, env={"SCRIPT_FILENAME": str(script)}
+    )
+    expected = "from helper\nand other\n" if lang == "ruby" else "from helper\n"
+    assert (result.returncode, result.stdout, result.stderr) == (0, expected, "")

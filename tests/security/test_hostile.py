@@ -396,7 +396,7 @@ async def test_writing_outside_the_call_directory(stack, services, isolate):
     leaks = [Path(f"/tmp/pwned-{tag}"), Path(f"/dev/shm/pwned-{tag}")]
     try:
         async with stack(folder, isolate=isolate) as s:
-            staged = next((s.engine.base / "scripts").glob("scribble.sh/scribble.sh"))
+            staged = next((s.engine.base / "scripts").glob("code/scribble.sh"))
             response = await s.beside(
                 lambda: s.get("scribble.sh", params={"tag": tag, "source": str(source)})
             )

@@ -1,0 +1,2 @@
+// A module of hello.js.
+exports.greeting = (name) => `Hello, ${name}! (greeting.js)`;

@@ -1,0 +1,4 @@
+# A module of hello.tcl.
+proc greeting {name} {
+    return "Hello, $name! (greeting.tcl)"
+}
