@@ -828,6 +828,32 @@ def _prepared_dev(bwrap: str, base: Path, config: EngineConfig, launcher: Path) 
     return dev
 
 
+ROOT_PARENT = Path("/var/lib/stack")
+"""Where a root server makes its folder (calls, builds, staged code) when ``temp_dir`` is unset."""
+
+
+def private_parent(wanted: Path) -> Path | None:
+    """``wanted``, made root-owned and 0755 if need be, when no folder on its way is
+    writable by others; else None (the system's temp folder, with a warning).
+
+    Call directories must not sit below a world-writable folder (``/tmp``,
+    ``/dev/shm``): a call could plant files there that module loaders walking
+    up from another tenant's directory pick up (``node_modules``,
+    ``package.json``).
+    """
+    try:
+        wanted.mkdir(mode=0o755, parents=True, exist_ok=True)
+        for folder in (wanted, *wanted.parents):
+            info = folder.stat()
+            if info.st_uid != 0 or info.st_mode & 0o022:
+                raise OSError(f"{folder} is writable by others than root")
+    except OSError as exc:
+        log.warning("engine folder: %s cannot hold it (%s); using the system's temp folder",
+                    wanted, exc)  # fmt: skip
+        return None
+    return wanted
+
+
 @asynccontextmanager
 async def open_engine(config: EngineConfig | None = None) -> AsyncIterator[Engine]:
     """Start the core: build the launcher, probe interpreters, check isolation.
@@ -838,7 +864,10 @@ async def open_engine(config: EngineConfig | None = None) -> AsyncIterator[Engin
     """
     config = config or EngineConfig()
     registry = await trio.to_thread.run_sync(Registry.load, config.language_dirs, config.path)
-    base = Path(tempfile.mkdtemp(prefix="stack-", dir=config.temp_dir))
+    parent = config.temp_dir
+    if parent is None and os.geteuid() == 0:
+        parent = await trio.to_thread.run_sync(private_parent, ROOT_PARENT)
+    base = Path(tempfile.mkdtemp(prefix="stack-", dir=parent))
     try:
         os.chmod(base, 0o711)
         registry = await trio.to_thread.run_sync(_stage_preludes, registry, base / "preludes")
@@ -904,13 +933,18 @@ async def _open_engine(config: EngineConfig, registry: Registry,
             mode = "none"
         else:
             mode = "bwrap"
-    (base / "scripts").mkdir(mode=0o755)
-    (base / "builds").mkdir(mode=0o755)
-    (base / "code").mkdir(mode=0o755)
+    # Reached by path, never listed: a call cannot enumerate other tenants'
+    # builds or staged code.
+    (base / "scripts").mkdir(mode=0o711)
+    (base / "builds").mkdir(mode=0o711)
+    (base / "code").mkdir(mode=0o711)
     calls = base / "calls"
-    # Only for trusted code (no sandbox): a hostile script writing files into
-    # its directory would fill RAM on tmpfs, the disk elsewhere.
-    on_tmpfs = mode == "none" and config.temp_dir is None and not os.environ.get("TMPDIR")
+    # Only for trusted code (no sandbox, and no uid of its own: a non-root
+    # server) are call directories put on /dev/shm, a world-writable parent: a
+    # hostile script writing files into its directory would fill RAM there,
+    # and could plant files (node_modules...) above other tenants' calls.
+    on_tmpfs = (mode == "none" and os.geteuid() != 0 and config.temp_dir is None
+                and not os.environ.get("TMPDIR"))  # fmt: skip
     if on_tmpfs and roomy_tmpfs(SHM):
         calls = Path(tempfile.mkdtemp(prefix="stack-calls-", dir=SHM))
         os.chmod(calls, 0o711)

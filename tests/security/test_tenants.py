@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from pathlib import Path
 
 import pytest
 
 from sandbox.core.isolation import prepare_etc
+
+from ..conftest import need
 
 
 @pytest.fixture
@@ -62,3 +65,43 @@ def test_prepare_etc_copies_only_what_is_allowed_and_readable(tmp_path: Path) ->
     assert os.readlink(etc / "localtime") == "/usr/share/zoneinfo/UTC"
     for hidden in ("shadow", "stack", "ssl/private", "php/secret.ini"):
         assert not (etc / hidden).exists(), hidden
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="tenants get uids of their own only on a root server")
+async def test_no_call_directory_sits_below_a_folder_anyone_may_write(stack, services):
+    # A job once planted /dev/shm/node_modules/lodash and another tenant's
+    # require('lodash') ran it: the engine's folders now sit below root's only.
+    need("node")
+    folder = services({})
+    async with stack(folder, isolate="none") as s:
+        for path in (s.engine.base, s.calls):
+            for parent in (path, *path.parents):
+                assert not parent.stat().st_mode & 0o002, f"{parent} is world-writable"
+        builds = s.engine.base / "builds"
+        assert builds.stat().st_mode & 0o777 == 0o711
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="tenants get uids of their own only on a root server")
+async def test_a_planted_node_module_is_not_loaded_by_another_tenant(stack, services, tmp_path):
+    need("node")
+    plant = """
+for d in /dev/shm /tmp /var/tmp; do
+  mkdir -p "$d/node_modules/lodash" 2>/dev/null &&
+  echo 'module.exports = "PLANTED"' > "$d/node_modules/lodash/index.js" 2>/dev/null
+done
+echo planted
+"""
+    victim = """
+let found = "not found";
+try { found = require("lodash"); } catch (e) { found = "not found"; }
+console.log(found);
+"""
+    folder = services({"plant.sh": plant, "victim.js": victim})
+    try:
+        async with stack(folder, isolate="none") as s:
+            assert (await s.get("plant.sh")).text == "planted\n"
+            response = await s.get("victim.js")
+        assert response.text == "not found\n"
+    finally:
+        for d in ("/dev/shm", "/tmp", "/var/tmp"):
+            shutil.rmtree(f"{d}/node_modules", ignore_errors=True)
