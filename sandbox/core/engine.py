@@ -295,7 +295,11 @@ class Engine:
             self._running += 1
             self._calls += 1
             pool = self._pools.get(warm) if warm is not None else None
-            waiting = pool.take() if pool is not None else None
+            # A waiting process was started under its pool's limits: a call with
+            # others (a job's own run_timeout, a key's lower limits) starts cold
+            # and leaves it for the next call that can use it.
+            fits = pool is not None and pool.limits == limits
+            waiting = pool.take() if pool is not None and fits else None
             if waiting is not None:
                 uid, workdir = waiting.uid, waiting.workdir
             else:

@@ -148,3 +148,21 @@ async def test_a_warm_process_takes_the_call() -> None:
         assert collect.stdout == b"warm from stdin\n"
         assert engine.pool_stats()[0].hits == 1
         assert seen.warm == [("python", "hit")]
+
+
+async def test_a_call_with_other_limits_leaves_the_warm_process_waiting() -> None:
+    need("python3")
+    async with open_engine(EngineConfig(isolate="none")) as engine:
+        python = engine.registry.get("python")
+        limits = engine.config.limits
+        engine.add_pool("k", Invocation(python, Path("main.py"), door="test"), 1, limits)
+        with trio.fail_after(30):
+            while engine.pool_stats()[0].ready < 1:
+                await trio.sleep(0.02)
+        own = Limits(**{**limits.to_json(), "timeout": 3.0})
+        async with engine.open_call(own, warm="k") as call:
+            call.write_file("main.py", b"print('cold')\n")
+            outcome = await call.run(Invocation(python, call.workdir / "main.py"), CollectIO())
+        assert outcome.ok
+        stats = engine.pool_stats()[0]
+        assert (stats.hits, stats.early, stats.misses, stats.ready) == (0, 0, 1, 1)
