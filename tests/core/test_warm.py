@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 from pathlib import Path
@@ -122,9 +123,17 @@ async def test_a_waiting_interpreter_killed_from_outside_is_replaced(server, cli
             if "python.py" in " ".join(proc.cmdline())
         ]
         for proc in killed:
-            proc.kill()
+            with contextlib.suppress(psutil.NoSuchProcess):  # gone with the one before it
+                proc.kill()
+
+        def alive(proc: psutil.Process) -> bool:
+            try:
+                return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+            except psutil.NoSuchProcess:
+                return False
+
         with trio.fail_after(10):  # dead (a zombie until the server reaps it)
-            while any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in killed):
+            while any(alive(p) for p in killed):
                 await trio.sleep(0.01)
         response = await client.get(url)
         assert response.text == "hi\n", response.text
