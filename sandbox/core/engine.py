@@ -7,6 +7,13 @@ the engine knows nothing of HTTP, brokers or schemas.
         async with engine.open_call(language, limits) as call:
             ...write uploads into call.workdir...
             outcome = await call.run(invocation, io)
+
+``Engine`` and ``Call`` share one module (about 1,000 lines): slots, uids,
+call directories, cgroups and warm processes are taken by one and given back
+by the other, and the spawn line (``Call._spawn``) reads the engine's whole
+setup. Builds (:mod:`~sandbox.core.builds`), file handling
+(:mod:`~sandbox.core.files`) and the launcher's interface
+(:mod:`~sandbox.core.launcher`) are apart.
 """
 
 from __future__ import annotations

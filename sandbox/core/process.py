@@ -9,6 +9,12 @@ call ends go through the same path: the launcher is asked to kill the whole
 process tree (SIGTERM to it; it SIGKILLs everything in the call's pid
 namespace and reports usage), escalated to SIGKILL of its process group if it
 does not answer, and reaped, in a shielded scope.
+
+One module on purpose (about 1,000 lines): the per-call loop is one state
+machine over six descriptors (stdout, stderr, fd 3, status, pidfd, stdin),
+and the head, body, limits and kill decisions read each other's state; the
+values it returns (``Outcome``, ``Usage``) and the ``CallIO`` seam live
+beside it so that a change to one is seen with the others.
 """
 
 from __future__ import annotations

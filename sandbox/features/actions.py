@@ -18,6 +18,11 @@ request and response are Exo's:
 
 Loading, validation, variable substitution, mapping and the OpenAPI document
 are sans-IO; :func:`run_request` runs the pipeline through the engine.
+
+One module (about 950 lines) because the two manifest formats and the
+pipeline steps are one contract: a field a manifest declares is validated,
+substituted, mapped and redacted here, and the OpenAPI document is drawn
+from the same definitions.
 """
 
 from __future__ import annotations

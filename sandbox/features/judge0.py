@@ -1,7 +1,7 @@
 """Judge0 CE 1.13.1's API, sans-IO: requests, language ids, statuses, verdicts, result shapes.
 
-Plain functions over dicts and bytes; :mod:`sandbox.judge0_http` serves them
-and :mod:`sandbox.judge0_store` keeps the submissions.
+Plain functions over dicts and bytes; :mod:`sandbox.http.judge0` serves them
+and :mod:`sandbox.features.judge0_store` keeps the submissions.
 
     POST /submissions?base64_encoded=true&wait=false  {"source_code": ..., "language_id": 71}
     GET  /submissions/{token}?fields=*                  -> stdout, status {id, description}...
@@ -9,6 +9,11 @@ and :mod:`sandbox.judge0_store` keeps the submissions.
 A submission is kept as a *record*: a JSON-able dict whose byte fields
 (source, stdin, outputs) are base64 text, as Judge0 keeps them, and whose
 times are floats; :func:`serialize` shapes it for a response.
+
+One module (about 850 lines): Judge0's contract is tables (language ids,
+statuses, the 40 ``config_info`` keys, field limits and their 422 messages)
+and the functions that read them; split, each table would sit apart from
+the only code that uses it.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Where Judge0 submissions and their queue live: SQLite (one node), Redis or PostgreSQL.
 
-Each keeps a submission as its record (see :mod:`sandbox.judge0`) in JSON
+Each keeps a submission as its record (see :mod:`sandbox.features.judge0`) in JSON
 and a FIFO queue of the tokens waiting to run. The clients are synchronous
 (stdlib ``sqlite3``, redis-py's ``Redis``, psycopg 3), called in worker
 threads through ``trio.to_thread``, one call at a time per store.
@@ -15,6 +15,9 @@ threads through ``trio.to_thread``, one call at a time per store.
 - ``postgresql://USER:PASSWORD@HOST:PORT/DB``: the same for nodes that share
   a PostgreSQL database (a table ``judge0_submissions``; claims use
   ``FOR UPDATE SKIP LOCKED``). Needs ``pip install 'psycopg[binary]'``.
+
+Three stores behind one Protocol in one module (about 630 lines), as their
+queue semantics must agree line by line.
 """
 
 from __future__ import annotations

@@ -3,6 +3,10 @@
 It runs on any ASGI server that runs Trio (``stack`` uses Hypercorn's trio
 worker). Made with :func:`create_app`, it opens its own engine in the ASGI
 lifespan; :class:`StackApp` takes an engine you already opened.
+
+About 760 lines: :class:`StackApp` and ``_HttpIO`` (the held head, the
+streaming body, the outcome as a response) are the services' front door;
+the other doors are their own modules (piston, judge0, actions, gateway).
 """
 
 from __future__ import annotations

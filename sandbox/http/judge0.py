@@ -502,7 +502,7 @@ async def serve_judge0(engine: Engine, settings: j0.Settings, *, output: int = e
     """Open the store, start the dispatcher and the pruner; ``started(Judge0)``.
 
     With ``broker``, submissions run on ``stack worker --judge0`` over it
-    instead of ``engine`` (see :mod:`sandbox.judge0_worker`). Runs until
+    instead of ``engine`` (see :mod:`sandbox.features.judge0_worker`). Runs until
     cancelled; runs in flight are then killed and queued again.
     """
     async with open_store(settings) as store, trio.open_nursery() as nursery:
