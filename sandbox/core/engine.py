@@ -51,6 +51,7 @@ from .files import (
 from .invocation import Invocation
 from .languages import Language, Registry
 from .launcher import Launch, launcher_path
+from .leftovers import remove_leftovers
 from .limits import Limits
 from .observer import Observer
 from .process import CallIO, Outcome
@@ -330,6 +331,8 @@ class Engine:
             finally:
                 if workdir is not None:
                     clean = await self._release_workdir(workdir)
+                if uid is not None:
+                    await self._remove_leftovers(uid)
                 if uid is not None and self._uids is not None:
                     if clean:
                         self._uids.release(uid)
@@ -361,6 +364,16 @@ class Engine:
         if uid is not None:
             os.chown(workdir, uid, uid)
         return workdir
+
+    async def _remove_leftovers(self, uid: int) -> None:
+        """Without bubblewrap, remove what ``uid`` left in /tmp, /dev/shm and System V IPC."""
+        if self.isolation != "none" or self._uids is None:
+            return  # bubblewrap's /tmp, /dev/shm and IPC namespace died with the call
+        with trio.CancelScope(shield=True):
+            try:
+                await trio.to_thread.run_sync(remove_leftovers, uid)
+            except Exception:
+                log.exception("leftovers of uid %d: removal failed", uid)
 
     async def _release_workdir(self, workdir: Path) -> bool:
         """Remove a call's directory, or set it aside; never raises.
@@ -558,10 +571,15 @@ class Engine:
         self._nursery.start_soon(self.dispose, waiting)
 
     async def _release(self, workdir: Path | None, uid: int | None) -> None:
-        if workdir is not None and not self._drop_workdir_now(workdir):
-            await trio.to_thread.run_sync(self._drop_workdir, workdir)
-        if uid is not None and self._uids is not None:
-            self._uids.release(uid)
+        """Free an unused warm process's directory and uid (as a call's, never raising)."""
+        clean = await self._release_workdir(workdir) if workdir is not None else True
+        if uid is not None:
+            await self._remove_leftovers(uid)
+            if self._uids is not None:
+                if clean:
+                    self._uids.release(uid)
+                else:
+                    self._uids.retire(uid)
 
     async def close_pools(self) -> None:
         """Stop every pool and end its waiting processes (at shutdown)."""

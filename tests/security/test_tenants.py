@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from sandbox.core.engine import EngineConfig
 from sandbox.core.isolation import prepare_etc
 
 from ..conftest import need
@@ -105,3 +106,37 @@ console.log(found);
     finally:
         for d in ("/dev/shm", "/tmp", "/var/tmp"):
             shutil.rmtree(f"{d}/node_modules", ignore_errors=True)
+
+
+LEAVE = """python3 - <<'EOF'
+import ctypes, os
+for d in ("/tmp", "/dev/shm", "/var/tmp"):
+    with open(f"{d}/left-{os.getuid()}", "w") as f:
+        f.write("secret of the previous call")
+    os.chmod(f"{d}/left-{os.getuid()}", 0o600)
+libc = ctypes.CDLL(None, use_errno=True)
+key = 0x57AC0000 + os.getuid() % 0xFFFF
+shm = libc.shmget(key, 1 << 20, 0o1600)  # IPC_CREAT | 0600
+print("left", shm >= 0)
+EOF
+"""
+PEEK = """python3 - <<'EOF'
+import ctypes, os
+seen = [d for d in ("/tmp", "/dev/shm", "/var/tmp") if os.path.exists(f"{d}/left-{os.getuid()}")]
+libc = ctypes.CDLL(None, use_errno=True)
+key = 0x57AC0000 + os.getuid() % 0xFFFF
+print("files", seen, "shm", libc.shmget(key, 0, 0) >= 0)
+EOF
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="tenants get uids of their own only on a root server")
+async def test_nothing_a_call_leaves_outside_its_directory_reaches_the_next_one(stack, services):
+    # One slot: the next call gets the same uid (uids were reused LIFO).
+    need("python3")
+    folder = services({"leave.sh": LEAVE, "peek.sh": PEEK})
+    config = EngineConfig(isolate="none", max_running=1)
+    async with stack(folder, config=config) as s:
+        assert (await s.get("leave.sh")).text == "left True\n"
+        peek = await s.get("peek.sh")
+    assert peek.text == "files [] shm False\n"
