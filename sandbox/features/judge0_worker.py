@@ -28,7 +28,7 @@ from ..core.process import CollectIO, Outcome
 from ..errors import ConfigError, Overloaded, StackError
 from . import jobs as ex
 from . import judge0 as j0
-from .worker import decode, encode
+from .worker import decode, encode, serve_queue
 
 SUBJECT = "stack.judge0"
 QUEUE = "stack-judge0"
@@ -223,22 +223,8 @@ async def serve_judge0_worker(engine: Engine, broker: Broker, *, stop: trio.Even
         if message.reply:
             await broker.publish(message.reply, encode(response))
 
-    async with trio.open_nursery() as runs:
-        async with broker.subscribe(subject, queue=queue) as subscription:
-            task_status.started()
-            waiting = trio.CancelScope()
-
-            async def leave_on_stop() -> None:
-                with waiting:
-                    await stop.wait()
-                    log.warning("judge0 worker: leaving queue group %r, finishing the "
-                                "submissions in hand", queue)  # fmt: skip
-                    await subscription.drain()
-
-            runs.start_soon(leave_on_stop)
-            async for message in subscription:
-                runs.start_soon(answer, message)
-            waiting.cancel()
+    await serve_queue(broker, subject, queue, answer, stop=stop, what="submissions",
+                      task_status=task_status)  # fmt: skip
     return handled
 
 

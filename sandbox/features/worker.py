@@ -16,7 +16,7 @@ from __future__ import annotations
 import gzip
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import trio
@@ -74,25 +74,39 @@ async def serve_worker(engine: Engine, actions: act.ActionSet, broker: Broker, *
         if message.reply:
             await broker.publish(message.reply, encode(response))
 
+    await serve_queue(broker, subject, queue, answer, stop=stop, what="requests",
+                      task_status=task_status)  # fmt: skip
+    return handled
+
+
+async def serve_queue(broker: Broker, subject: str, queue: str,
+                      answer: Callable[[Message], Awaitable[None]], *, stop: trio.Event,
+                      what: str = "requests",
+                      task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+                      ) -> None:  # fmt: skip
+    """Join ``queue`` on ``subject`` and ``answer`` each message in a task, until ``stop``.
+
+    On ``stop`` the worker leaves the queue group first (a drain: nothing sent
+    to it is lost), then waits for the messages in hand. Cancellation kills
+    them.
+    """
     async with trio.open_nursery() as calls:
         async with broker.subscribe(subject, queue=queue) as subscription:
             task_status.started()
-
             waiting = trio.CancelScope()
 
             async def leave_on_stop() -> None:
                 with waiting:
                     await stop.wait()
-                    log.warning("worker: leaving queue group %r, finishing requests in hand",
-                                queue)  # fmt: skip
+                    log.warning("worker: leaving queue group %r, finishing the %s in hand",
+                                queue, what)  # fmt: skip
                     await subscription.drain()
 
             calls.start_soon(leave_on_stop)
             async for message in subscription:
                 calls.start_soon(answer, message)
             waiting.cancel()
-        # Left the group; the nursery now waits for the requests in hand.
-    return handled
+        # Left the group; the nursery now waits for the messages in hand.
 
 
 async def request_via(broker: Broker, request: Any, *, subject: str = SUBJECT,
