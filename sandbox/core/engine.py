@@ -150,8 +150,10 @@ class Engine:
     """Runs calls. Make one with :func:`open_engine`."""
 
     def __init__(self, config: EngineConfig, registry: Registry, *, launcher: Path,
-                 isolation_mode: str, bwrap: str | None, base: Path,
-                 calls: Path | None = None) -> None:  # fmt: skip
+                 isolation_mode: str, bwrap: str | None, base: Path, nursery: trio.Nursery,
+                 calls: Path | None = None, dev: Path | None = None, etc: Path | None = None,
+                 cgroups: cgrouplib.Cgroups | None = None,
+                 cgroup_detail: str = "no per-call cgroups") -> None:  # fmt: skip
         self.config = config
         self.registry = registry
         self.launcher = launcher
@@ -160,11 +162,11 @@ class Engine:
         self.base = base
         self.calls = calls or base / "calls"
         self.root = os.geteuid() == 0
-        self.dev: Path | None = None  # under bwrap, a prepared /dev (isolation.prepare_dev)
-        self.etc: Path | None = None  # under bwrap, the /etc calls see (isolation.prepare_etc)
+        self.dev = dev  # under bwrap, a prepared /dev (isolation.prepare_dev)
+        self.etc = etc  # under bwrap, the /etc calls see (isolation.prepare_etc)
         # A cgroup per sandbox uid (see cgroups.py), or None and why not.
-        self.cgroups: cgrouplib.Cgroups | None = None
-        self.cgroup_detail = "no per-call cgroups"
+        self.cgroups = cgroups
+        self.cgroup_detail = cgroup_detail
         # Set when the launcher could not make a pid namespace (see note_pidns).
         self.pidns_fallback: str | None = None
         self._mounted: set[Path] = set()  # call directories on a tmpfs of their own (quota.py)
@@ -178,7 +180,7 @@ class Engine:
         self._staged: set[str] = set()
         self._counter = 0
         self._pools: dict[str, Pool] = {}
-        self._nursery: trio.Nursery | None = None
+        self._nursery = nursery  # the warm pools' tasks and cleanup retries
         self.stuck: list[Path] = []  # call directories whose removal failed
 
     def observe(self, observer: Observer) -> None:
@@ -489,8 +491,6 @@ class Engine:
             raise ConfigError(f"a warm pool named {key!r} exists already")
         what = "interpreter(s)" if lang.warm else "sandbox(es) (the interpreter starts at the call)"
         log.info("warm pool %s: keeping %d %s %s ready", key, size, lang.name, what)
-        if self._nursery is None:
-            raise ConfigError("warm pools need an engine made by open_engine")
         pool = Pool(self, key, invocation, limits or self.config.limits, size,
                     self.config.warm_idle if idle is None else idle)  # fmt: skip
         if self._uids is not None:
@@ -567,7 +567,6 @@ class Engine:
 
     def dispose_soon(self, waiting: Waiting) -> None:
         """:meth:`dispose` in the background."""
-        assert self._nursery is not None
         self._nursery.start_soon(self.dispose, waiting)
 
     async def _release(self, workdir: Path | None, uid: int | None) -> None:
@@ -980,19 +979,19 @@ async def _open_engine(config: EngineConfig, registry: Registry,
     else:
         calls.mkdir(mode=0o711)
     engine: Engine | None = None
+    cgroups: cgrouplib.Cgroups | None = None
     try:
-        engine = Engine(config, registry, launcher=launcher, isolation_mode=mode, bwrap=bwrap,
-                        base=base, calls=calls)  # fmt: skip
+        dev = etc = None
         if mode == "bwrap" and bwrap is not None:
-            engine.dev = await trio.to_thread.run_sync(_prepared_dev, bwrap, base, config, launcher)
-            engine.etc = await trio.to_thread.run_sync(isolation.prepare_etc, base)
-        engine.cgroups, engine.cgroup_detail = await trio.to_thread.run_sync(
-            cgrouplib.detect, engine.root
-        )
-        log.info("limits: %s", engine.cgroup_detail)
+            dev = await trio.to_thread.run_sync(_prepared_dev, bwrap, base, config, launcher)
+            etc = await trio.to_thread.run_sync(isolation.prepare_etc, base)
+        cgroups, cgroup_detail = await trio.to_thread.run_sync(cgrouplib.detect, os.geteuid() == 0)
+        log.info("limits: %s", cgroup_detail)
         try:
             async with trio.open_nursery() as nursery:  # warm pools, cleanup retries
-                engine._nursery = nursery
+                engine = Engine(config, registry, launcher=launcher, isolation_mode=mode,
+                                bwrap=bwrap, base=base, nursery=nursery, calls=calls, dev=dev,
+                                etc=etc, cgroups=cgroups, cgroup_detail=cgroup_detail)  # fmt: skip
                 await nursery.start(engine.serve_cleanup)
                 try:
                     yield engine
@@ -1012,7 +1011,7 @@ async def _open_engine(config: EngineConfig, registry: Registry,
             if engine is not None:
                 for workdir in list(engine._mounted):
                     await trio.to_thread.run_sync(engine._drop_workdir, workdir)
-                if engine.cgroups is not None:
-                    await trio.to_thread.run_sync(engine.cgroups.close)
+            if cgroups is not None:
+                await trio.to_thread.run_sync(cgroups.close)
             if not calls.is_relative_to(base):
                 await trio.to_thread.run_sync(remove_tree, calls)
