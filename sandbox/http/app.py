@@ -27,7 +27,7 @@ from ..core.engine import Call, Engine
 from ..core.invocation import Invocation
 from ..core.limits import Limits
 from ..core.process import Outcome, Running, Usage, signal_name
-from ..errors import BodyTooLarge, CompileError, NotFound, StackError
+from ..errors import BodyTooLarge, CompileError, NotFound, RequestError, StackError
 from ..features import auth
 from ..features.auth import Authenticator, Principal
 from ..features.health import Health
@@ -39,8 +39,10 @@ from . import piston
 from . import request as hooklib
 from .actions import ActionRoutes
 from .body import Body
+from .clients import ClientLimits
 from .gateway import Gateway
 from .judge0 import Judge0
+from .outbox import Outbox
 from .routes import route_of
 from .types import Message, Receive, Scope, Send
 
@@ -72,12 +74,15 @@ class _HttpIO:
 
     The head is held until the call ends or for HOLD seconds after its first
     output, whichever comes first: a short call's response then goes out
-    whole, with its X-Stack-Usage and a Content-Length.
+    whole, with its X-Stack-Usage and a Content-Length. While the call runs,
+    what it sends goes through ``outbox``, so that a client that reads slowly
+    makes its output wait (a bounded buffer) but never holds the call itself.
     """
 
-    def __init__(self, send: Send, body: Body, request_id: str, stream: bool,
+    def __init__(self, outbox: Outbox, body: Body, request_id: str, stream: bool,
                  method: str) -> None:  # fmt: skip
-        self._send = send
+        self._outbox = outbox
+        self.running = True
         self._body = body
         self._request_id = request_id
         self._stream = stream
@@ -98,7 +103,7 @@ class _HttpIO:
             return b""
         try:
             data = await self._body.chunk()
-        except BodyTooLarge as exc:
+        except RequestError as exc:
             self.stdin_error = exc
             raise
         if not data:
@@ -110,6 +115,12 @@ class _HttpIO:
         self._flush_at = trio.current_time() + HOLD
         if self._waiting is not None:
             self._waiting.deadline = self._flush_at
+
+    async def _send(self, message: Message) -> None:
+        if self.running:
+            await self._outbox.send(message)
+        else:
+            await self._outbox.send_after(message)
 
     async def send_body(self, data: bytes) -> None:
         async with self._lock:
@@ -284,14 +295,17 @@ class StackApp:
         debug: put the script's stderr into error responses.
         execute: serve Piston's v2 API under ``/api/v2`` (submitted code).
         execute_output: bytes kept per stream of a submitted job.
+        clients: what a client may hold (body deadline, output buffer).
     """
 
     def __init__(self, engine: Engine, services: Services | None, *, debug: bool = False,
                  execute: bool = False, execute_output: int = DEFAULT_OUTPUT,
                  actions: ActionRoutes | None = None, gateway: Gateway | None = None,
                  auth: Authenticator | None = None, metrics: Metrics | None = None,
-                 health: Health | None = None, judge0: Judge0 | None = None) -> None:  # fmt: skip
+                 health: Health | None = None, judge0: Judge0 | None = None,
+                 clients: ClientLimits | None = None) -> None:  # fmt: skip
         self.engine = engine
+        self.clients = clients or ClientLimits()
         self._services = services
         self.debug = debug
         self.execute = execute
@@ -502,7 +516,7 @@ class StackApp:
                     f"the request body ({length} bytes) is over the limit of {limits.body} bytes",
                     limit=limits.body,
                 )
-        body = Body(receive, limits.body)
+        body = Body(receive, limits.body, self.clients)
         kind = hooklib.body_kind(info.header("content-type"))
         params = hooklib.parse_query(info.query_string)
         stdin = b""
@@ -517,29 +531,39 @@ class StackApp:
                 hooklib.parse_json_params(stdin) if kind == "json" else hooklib.parse_query(stdin)
             )
             params.update(extra)
-        async with self.engine.open_call(limits, warm=warm) as call:
-            build = None
-            if service.language.compile:
-                build = await self._build(call, service)
-            if kind == "multipart":
-                stdin = await self._uploads(call, body, info, params)
-            hook = hooklib.build_hook(info, params, request_id=request_id, env=service.env)
-            env = hooklib.cgi_environ(info, request_id=request_id, software=SOFTWARE)
-            env.update(service.env)
-            invocation = Invocation(
-                language=service.language,
-                script=service.staged,
-                hook=hook,
-                env=env,
-                request_id=request_id,
-                cgi=service.cgi,
-                network=service.network,
-                stdin=stdin,
-                build=build,
-                code_dir=service.code_dir,
-            )
-            return await self._run(call, invocation, body, stream, send, request_id,
-                                   info.method)  # fmt: skip
+        # The response's delivery outlives the call: a client that reads
+        # slowly keeps its connection and the bytes held for it, not the slot.
+        async with trio.open_nursery() as delivery:
+            outbox = Outbox(delivery, send, self.clients.output_buffer)
+            try:
+                async with self.engine.open_call(limits, warm=warm) as call:
+                    build = None
+                    if service.language.compile:
+                        build = await self._build(call, service)
+                    if kind == "multipart":
+                        stdin = await self._uploads(call, body, info, params)
+                    hook = hooklib.build_hook(info, params, request_id=request_id, env=service.env)
+                    env = hooklib.cgi_environ(info, request_id=request_id, software=SOFTWARE)
+                    env.update(service.env)
+                    invocation = Invocation(
+                        language=service.language,
+                        script=service.staged,
+                        hook=hook,
+                        env=env,
+                        request_id=request_id,
+                        cgi=service.cgi,
+                        network=service.network,
+                        stdin=stdin,
+                        build=build,
+                        code_dir=service.code_dir,
+                    )
+                    return await self._run(call, invocation, body, stream, outbox, send,
+                                           request_id, info.method)  # fmt: skip
+            except BaseException:
+                outbox.abort()
+                raise
+            finally:
+                outbox.close()
 
     async def _build(self, call: Call, service: Service) -> Path:
         """Compile a service in a compiled language (cached after the first call).
@@ -577,22 +601,26 @@ class StackApp:
         return b"".join(raw)
 
     async def _run(self, call: Call, invocation: Invocation, body: Body, stream: bool,
-                   send: Send, request_id: str, method: str) -> Outcome | None:  # fmt: skip
+                   outbox: Outbox, send: Send, request_id: str,
+                   method: str) -> Outcome | None:  # fmt: skip
         async with trio.open_nursery() as nursery:
-            io = _HttpIO(send, body, request_id, stream, method)
+            io = _HttpIO(outbox, body, request_id, stream, method)
             outcome: Outcome | None = None
             with trio.CancelScope() as call_scope:
                 nursery.start_soon(io.watch, call_scope)
                 outcome = await call.run(invocation, io)
+            io.running = False
             await _drain(body)
             if outcome is None:
                 # The client went away: the call was killed and reaped.
                 log.info("[%s] the client disconnected; the call was killed", request_id)
+                outbox.abort()
                 nursery.cancel_scope.cancel()
                 return None
             if outcome.head_sent:
                 await io.finish(outcome)
                 if not outcome.ok:
+                    outbox.abort()  # the response is cut: what is held is not wanted
                     log.warning(
                         "[%s] call failed after its body started (response aborted): %s",
                         request_id,
@@ -650,8 +678,8 @@ async def _drain(body: Body) -> None:
         try:
             while not body.done:
                 await body.chunk()
-        except BodyTooLarge:
-            pass
+        except RequestError:
+            pass  # too large or too slow: the connection closes after the response
 
 
 def _route_path(scope: Scope) -> str:

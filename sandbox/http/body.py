@@ -7,16 +7,28 @@ from typing import Any
 
 import trio
 
-from ..errors import BodyTooLarge, RequestError
+from ..errors import BodyTooLarge, RequestError, RequestTimeout
+from .clients import ClientLimits
 from .types import Receive
+
+DEFAULT_CLIENTS = ClientLimits()
 
 
 class Body:
-    """Reads the ASGI request body once; watches for the client going away."""
+    """Reads the ASGI request body once; watches for the client going away.
 
-    def __init__(self, receive: Receive, limit: int | None) -> None:
+    The body has ``clients.body_timeout`` seconds, plus a second per
+    ``clients.body_min_rate`` bytes received, from when the request's head
+    was read: a client trickling its body cannot hold a connection (and,
+    for a streamed body, a call) for longer.
+    """
+
+    def __init__(self, receive: Receive, limit: int | None,
+                 clients: ClientLimits | None = None) -> None:  # fmt: skip
         self.receive = receive
         self.limit = limit
+        self.clients = clients or DEFAULT_CLIENTS
+        self.started = trio.current_time()
         self.received = 0
         self.done = False
         self.disconnected = trio.Event()
@@ -27,9 +39,20 @@ class Body:
 
         Raises:
             BodyTooLarge: past the body limit.
+            RequestTimeout: the body is late (see the class).
         """
         while not self.done:
-            message = await self.receive()
+            deadline = self.clients.body_deadline(self.started, self.received)
+            with trio.move_on_at(deadline) as waited:
+                message = await self.receive()
+            if waited.cancelled_caught:
+                self.done = True
+                raise RequestTimeout(
+                    f"the request body came too slowly ({self.received} bytes in "
+                    f"{trio.current_time() - self.started:.1f} s; a body has "
+                    f"{self.clients.body_timeout:g} s plus a second per "
+                    f"{self.clients.body_min_rate} bytes): send it faster"
+                )
             if message["type"] == "http.disconnect":
                 self.done = True
                 self.disconnected.set()
@@ -72,28 +95,31 @@ class Body:
         self._finished.set()
 
 
-async def read_body(receive: Receive, limit: int | None) -> bytes:
+async def read_body(receive: Receive, limit: int | None,
+                    clients: ClientLimits | None = None) -> bytes:  # fmt: skip
     """The whole request body.
 
     Raises:
         BodyTooLarge: over ``limit`` bytes.
+        RequestTimeout: the body came too slowly (see :class:`Body`).
         RequestError: the client went away before the body's end.
     """
-    body = Body(receive, limit)
+    body = Body(receive, limit, clients)
     data = await body.read_all()
     if body.disconnected.is_set():
         raise RequestError("the client went away before the end of the request body")
     return data
 
 
-async def read_json(receive: Receive, limit: int | None) -> Any:
+async def read_json(receive: Receive, limit: int | None,
+                    clients: ClientLimits | None = None) -> Any:  # fmt: skip
     """The whole request body decoded as JSON.
 
     Raises:
-        BodyTooLarge, RequestError: as :func:`read_body`; RequestError also
-            when the body is not JSON.
+        BodyTooLarge, RequestTimeout, RequestError: as :func:`read_body`;
+            RequestError also when the body is not JSON.
     """
-    data = await read_body(receive, limit)
+    data = await read_body(receive, limit, clients)
     try:
         return json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
