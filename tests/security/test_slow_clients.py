@@ -162,6 +162,7 @@ async def test_trickling_heads_and_bodies_past_the_per_client_cap(stack, service
             # Past the cap, the same address is turned away at once.
             t0 = time.monotonic()
             extra = await _connect(s.url)
+            await extra.send(b"GET /ping.sh HTTP/1.1\r\nhost: x\r\n\r\n")
             refused = await _response_of(extra, 2.0)
             extra.close()
             assert time.monotonic() - t0 < 1.0
