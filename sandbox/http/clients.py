@@ -13,17 +13,20 @@ its previous response) until a whole request head is parsed.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
 import resource
 import socket
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import trio
 
+from ..core.limits import parse_duration, parse_size
 from ..errors import ConfigError
 
 log = logging.getLogger("stack")
@@ -77,6 +80,41 @@ class ClientLimits:
                 raise ConfigError(f"http: {name} must be more than 0 seconds")
         if self.body_min_rate < 0:
             raise ConfigError("http: body_min_rate must be 0 or more bytes per second")
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any], *, base: ClientLimits | None = None,
+                     source: str = "http") -> ClientLimits:  # fmt: skip
+        """The ``http:`` section of a config file over ``base``: counts, durations, sizes.
+
+        Raises:
+            ConfigError: an unknown key or a bad value, naming it.
+        """
+        base = base or cls()
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ConfigError(
+                f"{source}: unknown key(s) {', '.join(sorted(map(str, unknown)))}; "
+                f"known keys: {', '.join(sorted(known))}"
+            )
+        changes: dict[str, Any] = {}
+        for key, value in data.items():
+            if key in ("max_connections", "max_connections_per_client"):
+                if isinstance(value, bool) or not isinstance(value, int):
+                    raise ConfigError(f"{source}: '{key}' must be a whole number, got {value!r}")
+                changes[key] = value
+                continue
+            try:
+                if key in ("head_timeout", "body_timeout", "send_timeout"):
+                    changes[key] = parse_duration(value, default_unit="s")
+                else:  # body_min_rate (bytes a second), output_buffer
+                    changes[key] = parse_size(value)
+            except ConfigError as exc:
+                raise ConfigError(f"{source}: '{key}': {exc.message}") from exc
+        try:
+            return dataclasses.replace(base, **changes)
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: {exc.message.removeprefix('http: ')}") from exc
 
     def body_deadline(self, started: float, received: int) -> float:
         """When a body that began at ``started`` and has ``received`` bytes so far must end."""

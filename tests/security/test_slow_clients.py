@@ -51,10 +51,10 @@ async def _connect(url: str, *, receive_buffer: int | None = None) -> trio.socke
     return sock
 
 
-async def _response_of(sock: trio.socket.SocketType, timeout: float) -> bytes:
-    """What the server sends until it closes the connection (or ``timeout`` passes)."""
+async def _response_of(sock: trio.socket.SocketType, within: float) -> bytes:
+    """What the server sends until it closes the connection (or ``within`` seconds pass)."""
     data = b""
-    with trio.move_on_after(timeout):
+    with trio.move_on_after(within):
         while chunk := await sock.recv(65536):
             data += chunk
     return data

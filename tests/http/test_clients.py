@@ -1,0 +1,54 @@
+"""ClientLimits: the ``http:`` section of the config, and the body's deadline.
+
+What the limits do to real slow clients is in tests/security/test_slow_clients.py.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from sandbox.config import Config
+from sandbox.errors import ConfigError
+from sandbox.http.clients import ClientLimits
+
+
+def test_the_http_section_takes_counts_durations_and_sizes():
+    config = Config.from_mapping(
+        {"http": {"max_connections": 200, "max_connections_per_client": 8, "head_timeout": "2s",
+                  "body_timeout": 5, "body_min_rate": "1KiB", "send_timeout": "500ms",
+                  "output_buffer": "64KiB"}}  # fmt: skip
+    )
+    assert config.http == ClientLimits(
+        max_connections=200,
+        max_connections_per_client=8,
+        head_timeout=2.0,
+        body_timeout=5.0,
+        body_min_rate=1024,
+        send_timeout=0.5,
+        output_buffer=65536,
+    )
+    assert Config().http == ClientLimits()
+
+
+@pytest.mark.parametrize(
+    ("section", "said"),
+    [
+        ({"max_conections": 10}, "unknown key(s) max_conections"),
+        ({"max_connections": "many"}, "'max_connections' must be a whole number"),
+        ({"max_connections_per_client": 0}, "max_connections_per_client must be at least 1"),
+        ({"send_timeout": 0}, "send_timeout must be more than 0 seconds"),
+        ({"output_buffer": "lots"}, "not a size"),
+    ],
+)
+def test_a_bad_http_key_is_named(section, said):
+    with pytest.raises(ConfigError) as caught:
+        Config.from_mapping({"http": section}, source="stack.yaml")
+    assert caught.value.message.startswith("stack.yaml: http: ")
+    assert said in caught.value.message
+
+
+def test_a_body_has_its_timeout_plus_a_second_per_min_rate_bytes():
+    limits = ClientLimits(body_timeout=10, body_min_rate=1000)
+    assert limits.body_deadline(100.0, 0) == 110.0
+    assert limits.body_deadline(100.0, 5000) == 115.0
+    assert ClientLimits(body_min_rate=0).body_deadline(0.0, 1) == float("inf")
