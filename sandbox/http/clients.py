@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import os
 import resource
 import socket
@@ -56,7 +55,8 @@ class ClientLimits:
         body_timeout: seconds a request body may take, plus
             ``received / body_min_rate``: a body that arrives more slowly is
             answered 408 and its connection closed.
-        body_min_rate: bytes per second a long body must keep up, on average.
+        body_min_rate: bytes per second a long body must keep up, on average
+            (0: a body has ``body_timeout`` whatever its size).
         send_timeout: seconds a client may accept no response bytes before
             its connection is closed (the response is then incomplete).
         output_buffer: stdout bytes of one call held for a client that
@@ -118,8 +118,8 @@ class ClientLimits:
 
     def body_deadline(self, started: float, received: int) -> float:
         """When a body that began at ``started`` and has ``received`` bytes so far must end."""
-        grace = received / self.body_min_rate if self.body_min_rate else math.inf
-        return started + self.body_timeout + grace
+        allowance = received / self.body_min_rate if self.body_min_rate else 0.0
+        return started + self.body_timeout + allowance
 
 
 def raise_fd_limit() -> int:
