@@ -418,13 +418,16 @@ async def open_stack(
     config: EngineConfig | None = None,
     client_timeout: float = 20.0,
     clients: ClientLimits | None = None,
+    execute: bool = False,
 ) -> AsyncIterator[Stack]:
     """A real server for ``folder``; on a clean exit, asserts that nothing is left."""
     config = config or EngineConfig(isolate=isolate, limits=limits or Limits())
     if config.isolate == "bwrap":
         need_bwrap()
     config = dataclasses.replace(config, uid_base=UID_BASE)
-    async with open_app(folder, config, ServiceOptions(), debug=True, clients=clients) as app:
+    async with open_app(
+        folder, config, ServiceOptions(), debug=True, clients=clients, execute=execute
+    ) as app:
         async with trio.open_nursery() as nursery:
             url = await nursery.start(partial(serve, clients=clients), app, bind("127.0.0.1", 0))
             try:

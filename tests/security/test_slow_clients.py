@@ -15,6 +15,7 @@ Three classes of hostile client, each beside normal calls:
 
 from __future__ import annotations
 
+import json
 import logging
 import resource
 import socket
@@ -211,3 +212,44 @@ async def test_the_open_file_limit_is_raised_at_start(stack, services, caplog):
     assert now == (hard, hard)
     expected = min(ClientLimits().max_connections, hard // 2)
     assert f"open-file limit {hard}: at most {expected} connections" in caplog.text
+
+
+async def test_submitted_jobs_whose_clients_never_read_keep_their_output_once(stack, services):
+    # The execute API answers with the whole output as JSON (stdout, and again
+    # in "output"): bytes that are not UTF-8 must not grow into 6-byte escapes,
+    # nor be kept more than once per field while the client does not read.
+    readers = 8
+    config = EngineConfig(limits=Limits(timeout=5), max_running=readers + 2, max_queue=4,
+                          isolate="none")  # fmt: skip
+    clients = ClientLimits(send_timeout=2)
+    job = json.dumps({"language": "bash", "version": "*",
+                      "files": [{"content": BIG}]}).encode()  # fmt: skip
+    request = (b"POST /api/v2/execute HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+               b"content-length: %d\r\n\r\n%s" % (len(job), job))  # fmt: skip
+    async with stack(services({}), config=config, clients=clients, execute=True) as s:
+        me = psutil.Process()
+        before = me.memory_info().rss
+        calls = s.engine.statistics().calls
+        socks = []
+        try:
+            for _ in range(readers):
+                sock = await _connect(s.url, receive_buffer=4096)
+                await sock.send(request)
+                socks.append(sock)
+            peak = before
+            with trio.move_on_after(15):
+                while s.engine.statistics().calls < calls + readers:
+                    await trio.sleep(0.02)
+                while s.engine.statistics().running or _server_connections(s.url):
+                    peak = max(peak, me.memory_info().rss)
+                    await trio.sleep(0.05)
+            grown = (peak - before) / MIB
+            assert s.engine.statistics().running == 0
+            assert _server_connections(s.url) == 0, "the server kept connections nobody reads"
+            pong = await s.get("ping.sh")
+            assert (pong.status_code, pong.text) == (200, "pong\n")
+        finally:
+            for sock in socks:
+                sock.close()
+        # About 3 MiB a client (the output as written, stdout and "output"); it was 18.
+        assert grown < 6 * readers, f"the server grew by {grown:.0f} MiB for {readers} clients"
