@@ -38,7 +38,7 @@ from ..features.services import Service, Services
 from . import piston
 from . import request as hooklib
 from .actions import ActionRoutes
-from .body import Body
+from .body import Body, timed_receive
 from .clients import ClientLimits
 from .gateway import Gateway
 from .judge0 import Judge0
@@ -444,6 +444,7 @@ class StackApp:
         """Serve one HTTP request."""
         request_id = _incoming_id(scope) or new_request_id()
         started = time.monotonic()
+        receive = timed_receive(receive, self.clients)
         status_box: list[int] = [0]
 
         async def counting_send(message: Message) -> None:
@@ -516,7 +517,7 @@ class StackApp:
                     f"the request body ({length} bytes) is over the limit of {limits.body} bytes",
                     limit=limits.body,
                 )
-        body = Body(receive, limits.body, self.clients)
+        body = Body(receive, limits.body)
         kind = hooklib.body_kind(info.header("content-type"))
         params = hooklib.parse_query(info.query_string)
         stdin = b""

@@ -1,4 +1,4 @@
-"""The one reader of ASGI request bodies: limits, disconnects, the whole body or chunks."""
+"""The one reader of ASGI request bodies: limits, deadlines, disconnects, whole or in chunks."""
 
 from __future__ import annotations
 
@@ -9,26 +9,57 @@ import trio
 
 from ..errors import BodyTooLarge, RequestError, RequestTimeout
 from .clients import ClientLimits
-from .types import Receive
+from .types import Message, Receive
 
-DEFAULT_CLIENTS = ClientLimits()
+
+def timed_receive(receive: Receive, clients: ClientLimits) -> Receive:
+    """``receive`` of one HTTP request, with its body's deadline.
+
+    The body has ``clients.body_timeout`` seconds, plus a second per
+    ``clients.body_min_rate`` bytes received, from now (when the request's
+    head has been read): a client trickling its body cannot hold a
+    connection (and, for a streamed body, a call) for longer. Once the body
+    is complete, or late, ``receive`` is waited for without a deadline
+    (``http.disconnect`` comes when it comes).
+
+    Raises (from the returned function):
+        RequestTimeout: the body is late.
+    """
+    started = trio.current_time()
+    received = 0
+    open_ = True
+
+    async def receive_in_time() -> Message:
+        nonlocal received, open_
+        if not open_:
+            return await receive()
+        deadline = clients.body_deadline(started, received)
+        with trio.move_on_at(deadline) as waited:
+            message = await receive()
+        if waited.cancelled_caught:
+            open_ = False
+            raise RequestTimeout(
+                f"the request body came too slowly ({received} bytes in "
+                f"{trio.current_time() - started:.1f} s; a body has {clients.body_timeout:g} s "
+                f"plus a second per {clients.body_min_rate} bytes): send it faster"
+            )
+        received += len(message.get("body", b""))
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            open_ = False
+        return message
+
+    return receive_in_time
 
 
 class Body:
     """Reads the ASGI request body once; watches for the client going away.
 
-    The body has ``clients.body_timeout`` seconds, plus a second per
-    ``clients.body_min_rate`` bytes received, from when the request's head
-    was read: a client trickling its body cannot hold a connection (and,
-    for a streamed body, a call) for longer.
+    Its deadline, if any, is the ``receive`` it is given (see :func:`timed_receive`).
     """
 
-    def __init__(self, receive: Receive, limit: int | None,
-                 clients: ClientLimits | None = None) -> None:  # fmt: skip
+    def __init__(self, receive: Receive, limit: int | None) -> None:
         self.receive = receive
         self.limit = limit
-        self.clients = clients or DEFAULT_CLIENTS
-        self.started = trio.current_time()
         self.received = 0
         self.done = False
         self.disconnected = trio.Event()
@@ -39,20 +70,14 @@ class Body:
 
         Raises:
             BodyTooLarge: past the body limit.
-            RequestTimeout: the body is late (see the class).
+            RequestTimeout: the body is late (see :func:`timed_receive`).
         """
         while not self.done:
-            deadline = self.clients.body_deadline(self.started, self.received)
-            with trio.move_on_at(deadline) as waited:
+            try:
                 message = await self.receive()
-            if waited.cancelled_caught:
+            except RequestTimeout:
                 self.done = True
-                raise RequestTimeout(
-                    f"the request body came too slowly ({self.received} bytes in "
-                    f"{trio.current_time() - self.started:.1f} s; a body has "
-                    f"{self.clients.body_timeout:g} s plus a second per "
-                    f"{self.clients.body_min_rate} bytes): send it faster"
-                )
+                raise
             if message["type"] == "http.disconnect":
                 self.done = True
                 self.disconnected.set()
@@ -95,31 +120,29 @@ class Body:
         self._finished.set()
 
 
-async def read_body(receive: Receive, limit: int | None,
-                    clients: ClientLimits | None = None) -> bytes:  # fmt: skip
+async def read_body(receive: Receive, limit: int | None) -> bytes:
     """The whole request body.
 
     Raises:
         BodyTooLarge: over ``limit`` bytes.
-        RequestTimeout: the body came too slowly (see :class:`Body`).
+        RequestTimeout: the body came too slowly (see :func:`timed_receive`).
         RequestError: the client went away before the body's end.
     """
-    body = Body(receive, limit, clients)
+    body = Body(receive, limit)
     data = await body.read_all()
     if body.disconnected.is_set():
         raise RequestError("the client went away before the end of the request body")
     return data
 
 
-async def read_json(receive: Receive, limit: int | None,
-                    clients: ClientLimits | None = None) -> Any:  # fmt: skip
+async def read_json(receive: Receive, limit: int | None) -> Any:
     """The whole request body decoded as JSON.
 
     Raises:
         BodyTooLarge, RequestTimeout, RequestError: as :func:`read_body`;
             RequestError also when the body is not JSON.
     """
-    data = await read_body(receive, limit, clients)
+    data = await read_body(receive, limit)
     try:
         return json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:

@@ -6,9 +6,11 @@ What the limits do to real slow clients is in tests/security/test_slow_clients.p
 from __future__ import annotations
 
 import pytest
+import trio
 
 from sandbox.config import Config
-from sandbox.errors import ConfigError
+from sandbox.errors import ConfigError, RequestTimeout
+from sandbox.http.body import Body, timed_receive
 from sandbox.http.clients import ClientLimits
 
 
@@ -52,3 +54,30 @@ def test_a_body_has_its_timeout_plus_a_second_per_min_rate_bytes():
     assert limits.body_deadline(100.0, 0) == 110.0
     assert limits.body_deadline(100.0, 5000) == 115.0
     assert ClientLimits(body_timeout=10, body_min_rate=0).body_deadline(0.0, 10**9) == 10.0
+
+
+async def test_a_body_past_its_deadline_is_a_request_timeout(autojump_clock):
+    send, messages = trio.open_memory_channel[dict](10)
+    receive = timed_receive(messages.receive, ClientLimits(body_timeout=2, body_min_rate=100))
+    body = Body(receive, None)
+    await send.send({"type": "http.request", "body": b"x" * 100, "more_body": True})
+    assert await body.chunk() == b"x" * 100  # the deadline is now 3 s from the start
+    await trio.sleep(2.5)
+    await send.send({"type": "http.request", "body": b"y", "more_body": True})
+    assert await body.chunk() == b"y"
+    with pytest.raises(RequestTimeout) as caught:
+        await body.chunk()
+    assert trio.current_time() == pytest.approx(3.01)
+    assert caught.value.status == 408
+    assert "101 bytes in 3.0 s" in caught.value.message
+    assert body.done
+
+
+async def test_a_complete_body_has_no_deadline_after_it(autojump_clock):
+    send, messages = trio.open_memory_channel[dict](10)
+    receive = timed_receive(messages.receive, ClientLimits(body_timeout=1))
+    await send.send({"type": "http.request", "body": b"all", "more_body": False})
+    assert (await receive())["body"] == b"all"
+    await trio.sleep(60)  # the call runs; the server waits for the client to leave
+    await send.send({"type": "http.disconnect"})
+    assert (await receive())["type"] == "http.disconnect"

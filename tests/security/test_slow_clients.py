@@ -36,6 +36,11 @@ BIG = "head -c 1048576 /dev/urandom\n"
 # The same, while flooding stderr: blocked on stdout, it must still end at its timeout.
 NOISY = "yes noise >&2 &\nhead -c 1048576 /dev/urandom\nwait\n"
 OTHER_CLIENT = "127.0.0.2"  # another client address on loopback
+BODIES = [
+    ("/count.sh", "application/json"),
+    ("/count.sh", "application/octet-stream"),
+    ("/api/v2/execute", "application/json"),
+]
 
 
 def _address(url: str) -> tuple[str, int]:
@@ -129,7 +134,7 @@ async def test_trickling_heads_and_bodies_past_the_per_client_cap(stack, service
                           isolate="none")  # fmt: skip
     clients = ClientLimits(max_connections_per_client=cap, head_timeout=1.0, body_timeout=1.5,
                            body_min_rate=1024)  # fmt: skip
-    async with stack(folder, config=config, clients=clients) as s:
+    async with stack(folder, config=config, clients=clients, execute=True) as s:
         # The fixture's first call's connection counts until the server closes it.
         with trio.move_on_after(3):
             while _server_connections(s.url, departed=True):
@@ -151,9 +156,10 @@ async def test_trickling_heads_and_bodies_past_the_per_client_cap(stack, service
                     heads.append(sock)
                     nursery.start_soon(trickle, sock, b"GET /ping.sh HTTP/1.1\r\nhost: x\r\n\r\n")
                 else:
-                    # One JSON body (read before the call), one streamed into a call's stdin.
-                    kind = "application/json" if i % 4 == 0 else "application/octet-stream"
-                    head = (f"POST /count.sh HTTP/1.1\r\nhost: x\r\ncontent-type: {kind}\r\n"
+                    # A JSON body (read before the call), one streamed into a call's
+                    # stdin, one for the execute API.
+                    path, kind = BODIES[i // 2]
+                    head = (f"POST {path} HTTP/1.1\r\nhost: x\r\ncontent-type: {kind}\r\n"
                             "content-length: 1000\r\n\r\n")  # fmt: skip
                     await sock.send(head.encode())
                     bodies.append(sock)
