@@ -45,7 +45,6 @@ def bind(host: str, port: int, *, tries: int = 100) -> socket.socket:
             last = exc
             continue
         sock.listen(1024)
-        sock.set_inheritable(True)
         return sock
     raise ConfigError(f"no free port from {port} to {port + tries - 1} on {host}: {last}")
 
