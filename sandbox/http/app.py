@@ -90,6 +90,7 @@ class _HttpIO:
         self._lock = trio.Lock()
         self._flush_at = math.inf
         self._waiting: trio.CancelScope | None = None
+        self._watching = trio.CancelScope()
         self.head: Head | None = None
         self.started = False
         self.ended = False
@@ -166,14 +167,19 @@ class _HttpIO:
         both: a task per request less, and no timer when the call ends
         within its hold.
         """
-        while not self._body.disconnected.is_set():
-            with trio.CancelScope(deadline=self._flush_at) as self._waiting:
-                await self._body.wait_disconnect()
-            self._waiting = None
-            if trio.current_time() >= self._flush_at:
-                self._flush_at = math.inf
-                await self._flush()
-        call.cancel()
+        with self._watching:
+            while not self._body.disconnected.is_set():
+                with trio.CancelScope(deadline=self._flush_at) as self._waiting:
+                    await self._body.wait_disconnect()
+                self._waiting = None
+                if trio.current_time() >= self._flush_at:
+                    self._flush_at = math.inf
+                    await self._flush()
+            call.cancel()
+
+    def stop_watching(self) -> None:
+        """The response is finished (or given up): end :meth:`watch`."""
+        self._watching.cancel()
 
     async def _flush(self) -> None:
         async with self._lock:
@@ -532,38 +538,42 @@ class StackApp:
                 hooklib.parse_json_params(stdin) if kind == "json" else hooklib.parse_query(stdin)
             )
             params.update(extra)
-        # The response's delivery outlives the call: a client that reads
-        # slowly keeps its connection and the bytes held for it, not the slot.
-        async with trio.open_nursery() as delivery:
-            outbox = Outbox(delivery, send, self.clients.output_buffer)
+        # The response outlives the call: a client that reads slowly keeps its
+        # connection and what is held for it, not the call's slot.
+        async with trio.open_nursery() as nursery:
+            outbox = Outbox(nursery, send, self.clients.output_buffer)
+            io = _HttpIO(outbox, body, request_id, stream, info.method)
+            outcome: Outcome | None = None
             try:
-                async with self.engine.open_call(limits, warm=warm) as call:
-                    build = None
-                    if service.language.compile:
-                        build = await self._build(call, service)
-                    if kind == "multipart":
-                        stdin = await self._uploads(call, body, info, params)
-                    hook = hooklib.build_hook(info, params, request_id=request_id, env=service.env)
-                    env = hooklib.cgi_environ(info, request_id=request_id, software=SOFTWARE)
-                    env.update(service.env)
-                    invocation = Invocation(
-                        language=service.language,
-                        script=service.staged,
-                        hook=hook,
-                        env=env,
-                        request_id=request_id,
-                        cgi=service.cgi,
-                        network=service.network,
-                        stdin=stdin,
-                        build=build,
-                        code_dir=service.code_dir,
-                    )
-                    return await self._run(call, invocation, body, stream, outbox, send,
-                                           request_id, info.method)  # fmt: skip
-            except BaseException:
-                outbox.abort()
-                raise
+                with trio.CancelScope() as call_scope:
+                    nursery.start_soon(io.watch, call_scope)
+                    async with self.engine.open_call(limits, warm=warm) as call:
+                        build = None
+                        if service.language.compile:
+                            build = await self._build(call, service)
+                        if kind == "multipart":
+                            stdin = await self._uploads(call, body, info, params)
+                        hook = hooklib.build_hook(info, params, request_id=request_id,
+                                                  env=service.env)  # fmt: skip
+                        env = hooklib.cgi_environ(info, request_id=request_id, software=SOFTWARE)
+                        env.update(service.env)
+                        invocation = Invocation(
+                            language=service.language,
+                            script=service.staged,
+                            hook=hook,
+                            env=env,
+                            request_id=request_id,
+                            cgi=service.cgi,
+                            network=service.network,
+                            stdin=stdin,
+                            build=build,
+                            code_dir=service.code_dir,
+                        )
+                        outcome = await call.run(invocation, io)
+                # The call is over, its slot free: the rest is the client's.
+                return await self._respond(io, outbox, outcome, body, send, request_id)
             finally:
+                io.stop_watching()
                 outbox.close()
 
     async def _build(self, call: Call, service: Service) -> Path:
@@ -601,40 +611,31 @@ class StackApp:
         body.mark_done()
         return b"".join(raw)
 
-    async def _run(self, call: Call, invocation: Invocation, body: Body, stream: bool,
-                   outbox: Outbox, send: Send, request_id: str,
-                   method: str) -> Outcome | None:  # fmt: skip
-        async with trio.open_nursery() as nursery:
-            io = _HttpIO(outbox, body, request_id, stream, method)
-            outcome: Outcome | None = None
-            with trio.CancelScope() as call_scope:
-                nursery.start_soon(io.watch, call_scope)
-                outcome = await call.run(invocation, io)
-            io.running = False
-            await _drain(body)
-            if outcome is None:
-                # The client went away: the call was killed and reaped.
-                log.info("[%s] the client disconnected; the call was killed", request_id)
-                outbox.abort()
-                nursery.cancel_scope.cancel()
-                return None
-            if outcome.head_sent:
-                await io.finish(outcome)
-                if not outcome.ok:
-                    outbox.abort()  # the response is cut: what is held is not wanted
-                    log.warning(
-                        "[%s] call failed after its body started (response aborted): %s",
-                        request_id,
-                        outcome.message,
-                    )
-            elif outcome.ok:
-                io.head = outcome.head
-                await io.finish(outcome)
-            else:
-                status, payload = outcome_error(outcome, request_id, self.debug)
-                usage = (b"x-stack-usage", usage_header(outcome.usage))
-                await send_json(send, status, payload, request_id, [usage])
-            nursery.cancel_scope.cancel()
+    async def _respond(self, io: _HttpIO, outbox: Outbox, outcome: Outcome | None, body: Body,
+                       send: Send, request_id: str) -> Outcome | None:  # fmt: skip
+        """Finish the response of a call that is over (None: the client went away)."""
+        io.running = False
+        await _drain(body)
+        if outcome is None:
+            # The client went away: the call was killed and reaped.
+            log.info("[%s] the client disconnected; the call was killed", request_id)
+            outbox.abort()
+        elif outcome.head_sent:
+            await io.finish(outcome)
+            if not outcome.ok:
+                outbox.abort()  # the response is cut: what is held is not wanted
+                log.warning(
+                    "[%s] call failed after its body started (response aborted): %s",
+                    request_id,
+                    outcome.message,
+                )
+        elif outcome.ok:
+            io.head = outcome.head
+            await io.finish(outcome)
+        else:
+            status, payload = outcome_error(outcome, request_id, self.debug)
+            usage = (b"x-stack-usage", usage_header(outcome.usage))
+            await send_json(send, status, payload, request_id, [usage])
         return outcome
 
     async def _operations(self, path: str, send: Send, request_id: str) -> None:

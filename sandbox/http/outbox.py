@@ -52,19 +52,28 @@ class Outbox:
             self._nursery.start_soon(self._deliver)
         while self.held >= self.limit and not self._closed:
             await self._room.park()
+        self._put(message)
+        await trio.lowlevel.checkpoint()
+
+    async def send_after(self, message: Message) -> None:
+        """Send ``message`` after the call: straight to the server when nothing was queued.
+
+        Otherwise it is queued without waiting for room: the call is over and
+        its last messages are small (the end of the body), so the caller
+        never waits for the client, and the call's slot is not held for it.
+        """
+        if self._delivering:
+            self._put(message)
+            await trio.lowlevel.checkpoint()
+        else:
+            await self._send(message)
+
+    def _put(self, message: Message) -> None:
         if self._closed:
             return  # aborted: the response is incomplete anyway
         self._queue.append(message)
         self.held += len(message.get("body", b""))
         self._work.unpark_all()
-        await trio.lowlevel.checkpoint()
-
-    async def send_after(self, message: Message) -> None:
-        """Send ``message`` after the call: straight to the server when nothing was queued."""
-        if self._delivering:
-            await self.send(message)
-        else:
-            await self._send(message)
 
     def close(self) -> None:
         """No more messages: the task delivers what is held, then ends."""
