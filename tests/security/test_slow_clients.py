@@ -261,3 +261,35 @@ async def test_submitted_jobs_whose_clients_never_read_keep_their_output_once(st
                 sock.close()
         # About 3 MiB a client (the output as written, stdout and "output"); it was 18.
         assert grown < 6 * readers, f"the server grew by {grown:.0f} MiB for {readers} clients"
+
+
+async def test_short_responses_nobody_reads_do_not_hold_the_slots(stack, services):
+    # A response short enough to go out whole (the 20 ms hold) is sent once the
+    # call is over: to a client with a full receive window that send waits,
+    # and it must wait without the call's slot.
+    folder = services({"short.sh": "head -c 61440 /dev/urandom\n"})
+    readers = 6
+    config = EngineConfig(limits=Limits(timeout=5), max_running=2, max_queue=readers,
+                          isolate="none")  # fmt: skip
+    async with stack(folder, config=config, clients=ClientLimits(send_timeout=3)) as s:
+        calls = s.engine.statistics().calls
+        socks = []
+        try:
+            for _ in range(readers):
+                sock = await _connect(s.url, receive_buffer=4096)
+                await sock.send(b"GET /short.sh HTTP/1.1\r\nhost: x\r\n\r\n")
+                socks.append(sock)
+            started = trio.current_time()
+            with trio.move_on_after(10):
+                while s.engine.statistics().calls < calls + readers:
+                    await trio.sleep(0.02)
+                while s.engine.statistics().running or s.engine.statistics().queued:
+                    await trio.sleep(0.02)
+            took = trio.current_time() - started
+            stats = s.engine.statistics()
+            assert (stats.calls - calls, stats.running, stats.queued) == (readers, 0, 0), stats
+            # Three rounds of two calls, none waiting for a client that does not read.
+            assert took < 3, f"{readers} short calls on 2 slots took {took:.1f} s"
+        finally:
+            for sock in socks:
+                sock.close()
