@@ -18,6 +18,7 @@ from hypercorn.typing import ConnectionState, LifespanState
 from hypercorn.utils import wrap_app
 
 from ..errors import ConfigError
+from ..features.metrics import Metrics
 from .clients import CONNECTION_SHARE, ClientLimits, GuardedListener, raise_fd_limit
 
 log = logging.getLogger("stack")
@@ -96,6 +97,9 @@ async def serve(
     listener = GuardedListener(
         trio.SocketListener(trio.socket.from_stdlib_socket(sock)), clients, total
     )
+    metrics = getattr(app, "metrics", None)
+    if isinstance(metrics, Metrics):
+        metrics.watch_connections(lambda: (listener.open, listener.refused, listener.stalled))
     async with trio.open_nursery() as lifespan_nursery:
         await lifespan_nursery.start(lifespan.handle_lifespan)
         await lifespan.wait_for_startup()

@@ -124,6 +124,8 @@ async def test_clients_that_never_read_cost_neither_memory_nor_slots(stack, serv
                 while _server_connections(s.url) > 0:
                     await trio.sleep(0.1)
             assert _server_connections(s.url) == 0
+            metrics = (await s.get("metrics")).text
+            assert f"stack_connections_stalled_total {float(readers)}" in metrics
         finally:
             for sock in socks:
                 sock.close()
@@ -185,6 +187,8 @@ async def test_trickling_heads_and_bodies_past_the_per_client_cap(stack, service
                 for _ in range(3):
                     pong = await other.get(f"{s.url}/ping.sh")
                     assert (pong.status_code, pong.text) == (200, "pong\n")
+                metrics = (await other.get(f"{s.url}/metrics")).text
+                assert "stack_connections_refused_total 1.0" in metrics
 
             # The trickling heads are closed at their deadline, the bodies answered 408.
             t0 = time.monotonic()
