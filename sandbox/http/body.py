@@ -15,33 +15,36 @@ from .types import Message, Receive
 def timed_receive(receive: Receive, clients: ClientLimits) -> Receive:
     """``receive`` of one HTTP request, with its body's deadline.
 
-    The body has ``clients.body_timeout`` seconds, plus a second per
-    ``clients.body_min_rate`` bytes received, from now (when the request's
-    head has been read): a client trickling its body cannot hold a
-    connection (and, for a streamed body, a call) for longer. Once the body
-    is complete, or late, ``receive`` is waited for without a deadline
-    (``http.disconnect`` comes when it comes).
+    The server waits for the body at most ``clients.body_timeout`` seconds,
+    plus a second per ``clients.body_min_rate`` bytes received: a client
+    trickling its body cannot hold a connection (and, for a streamed body, a
+    call) for longer. Only time spent waiting for the client counts: a body
+    that waited in the server (its call queued for a slot) is not late for
+    it. Once the body is complete, or late, ``receive`` is waited for
+    without a deadline (``http.disconnect`` comes when it comes).
 
     Raises (from the returned function):
         RequestTimeout: the body is late.
     """
-    started = trio.current_time()
+    waited = 0.0
     received = 0
     open_ = True
 
     async def receive_in_time() -> Message:
-        nonlocal received, open_
+        nonlocal waited, received, open_
         if not open_:
             return await receive()
-        deadline = clients.body_deadline(started, received)
-        with trio.move_on_at(deadline) as waited:
+        allowed = clients.body_deadline(0.0, received)
+        began = trio.current_time()
+        with trio.move_on_after(max(0.0, allowed - waited)) as late:
             message = await receive()
-        if waited.cancelled_caught:
+        waited += trio.current_time() - began
+        if late.cancelled_caught:
             open_ = False
             raise RequestTimeout(
-                f"the request body came too slowly ({received} bytes in "
-                f"{trio.current_time() - started:.1f} s; a body has {clients.body_timeout:g} s "
-                f"plus a second per {clients.body_min_rate} bytes): send it faster"
+                f"the request body came too slowly ({received} bytes in {waited:.1f} s; "
+                f"a body has {clients.body_timeout:g} s plus a second per "
+                f"{clients.body_min_rate} bytes): send it faster"
             )
         received += len(message.get("body", b""))
         if message["type"] != "http.request" or not message.get("more_body", False):

@@ -52,7 +52,7 @@ class ClientLimits:
         max_connections_per_client: open connections from one address.
         head_timeout: seconds a connection has to send a whole request head,
             from its start or from its previous response.
-        body_timeout: seconds a request body may take, plus
+        body_timeout: seconds the server waits for a request body, plus
             ``received / body_min_rate``: a body that arrives more slowly is
             answered 408 and its connection closed.
         body_min_rate: bytes per second a long body must keep up, on average
@@ -117,7 +117,11 @@ class ClientLimits:
             raise ConfigError(f"{source}: {exc.message.removeprefix('http: ')}") from exc
 
     def body_deadline(self, started: float, received: int) -> float:
-        """When a body that began at ``started`` and has ``received`` bytes so far must end."""
+        """When a body that began at ``started`` and has ``received`` bytes so far must end.
+
+        (The server counts only the time it waits for the body: see
+        :func:`sandbox.http.body.timed_receive`.)
+        """
         allowance = received / self.body_min_rate if self.body_min_rate else 0.0
         return started + self.body_timeout + allowance
 

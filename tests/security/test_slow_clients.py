@@ -297,3 +297,20 @@ async def test_short_responses_nobody_reads_do_not_hold_the_slots(stack, service
         finally:
             for sock in socks:
                 sock.close()
+
+
+async def test_a_body_that_waited_for_a_slot_is_not_late(stack, services):
+    # The body deadline counts the time the server waits for the client, not
+    # the time the request waited in the queue with its body already sent.
+    folder = services({"nap.sh": "sleep 1.5\n", "count.sh": "wc -c\n"})
+    config = EngineConfig(limits=Limits(timeout=10), max_running=1, max_queue=2,
+                          isolate="none")  # fmt: skip
+    clients = ClientLimits(body_timeout=0.5, body_min_rate=0)
+    async with stack(folder, config=config, clients=clients) as s:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(s.get, "nap.sh")
+            while s.engine.statistics().running == 0:
+                await trio.sleep(0.01)
+            counted = await s.post("count.sh", content=b"12345",
+                                   headers={"content-type": "application/octet-stream"})  # fmt: skip
+        assert (counted.status_code, counted.text.strip()) == (200, "5"), counted.text
