@@ -31,7 +31,7 @@ Unknown keys are rejected loudly, naming the key and the file.
       head_timeout: 1s        # to send a request head (also the keep-alive timeout)
       body_timeout: 10s       # waiting for a request body, plus a second per body_min_rate bytes
       body_min_rate: 4KiB     # past the deadline: 408
-      send_timeout: 30s       # a client taking no response bytes this long is closed
+      send_timeout: 30s       # a client taking under 64 KiB of its response in this is closed
       output_buffer: 256KiB   # a call's output held for a slow reader; then it waits
 """
 

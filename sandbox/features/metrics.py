@@ -156,7 +156,7 @@ class _Live(Collector):
             )
             yield CounterMetricFamily(
                 "stack_connections_stalled",
-                "HTTP connections closed because the client took no bytes for send_timeout",
+                "HTTP connections closed because the client stopped reading (send_timeout)",
                 value=sum(c[2] for c in counts),
             )
         sizes: dict[str, int] = {}

@@ -5,9 +5,10 @@ never reads its response must not take the server's file descriptors,
 memory or call slots from everyone else. :class:`ClientLimits` holds the
 bounds; :class:`GuardedListener` enforces the connection caps at accept and
 gives Hypercorn :class:`GuardedStream` s, whose writes give up on a client
-that accepts no bytes for ``send_timeout`` seconds. The request body's
-deadline is kept by :class:`sandbox.http.body.Body`; the head's by
-Hypercorn's keep-alive timer, which runs from the connection's start (or
+that has stopped reading (less than 64 KiB taken in ``send_timeout``
+seconds). The request body's deadline is kept by
+:func:`sandbox.http.body.timed_receive`; the head's by Hypercorn's
+keep-alive timer, which runs from the connection's start (or
 its previous response) until a whole request head is parsed.
 """
 
@@ -57,8 +58,9 @@ class ClientLimits:
             answered 408 and its connection closed.
         body_min_rate: bytes per second a long body must keep up, on average
             (0: a body has ``body_timeout`` whatever its size).
-        send_timeout: seconds a client may accept no response bytes before
-            its connection is closed (the response is then incomplete).
+        send_timeout: seconds a client may take to read 64 KiB of its
+            response before its connection is closed (the response is then
+            incomplete): a client that stopped reading.
         output_buffer: stdout bytes of one call held for a client that
             reads slowly; past it the call's output waits for the client.
     """
