@@ -40,11 +40,6 @@ class Outbox:
         self._delivering = False
         self._closed = False
 
-    @property
-    def used(self) -> bool:
-        """Whether anything went through the delivering task."""
-        return self._delivering
-
     async def send(self, message: Message) -> None:
         """Queue ``message``; waits while ``limit`` body bytes are held (cancellable)."""
         if not self._delivering:

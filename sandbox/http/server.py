@@ -115,7 +115,7 @@ async def serve(
                     await shutdown_trigger()
                     accepting.cancel_scope.cancel()
             finally:
-                # Hypercorn owns the socket from here on: the listener closes it.
+                # The listener owns the socket: closing it ends new connections.
                 with trio.CancelScope(shield=True):
                     await listener.aclose()
                 await context.terminated.set()
