@@ -23,6 +23,7 @@ from .errors import (
     NotFound,
     Overloaded,
     RequestError,
+    RequestTimeout,
     SpawnError,
     StackError,
     UnknownLanguage,
@@ -32,6 +33,7 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from .app import create_app, open_app
+    from .http.clients import ClientLimits
 
 
 def __getattr__(name: str) -> Any:
@@ -39,6 +41,10 @@ def __getattr__(name: str) -> Any:
         from . import app
 
         return getattr(app, name)
+    if name == "ClientLimits":
+        from .http.clients import ClientLimits
+
+        return ClientLimits
     raise AttributeError(f"module 'sandbox' has no attribute {name!r}")
 
 
@@ -46,6 +52,7 @@ __all__ = [
     "BodyTooLarge",
     "Call",
     "CallIO",
+    "ClientLimits",
     "CompileError",
     "ConfigError",
     "Engine",
@@ -62,6 +69,7 @@ __all__ = [
     "Overloaded",
     "Registry",
     "RequestError",
+    "RequestTimeout",
     "SpawnError",
     "StackError",
     "Statistics",

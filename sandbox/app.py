@@ -33,6 +33,7 @@ from .features.services import ServiceOptions, Services
 from .features.triggers import Trigger, serve_trigger
 from .http.actions import ActionRoutes
 from .http.app import StackApp, send_error
+from .http.clients import ClientLimits
 from .http.gateway import Gateway
 from .http.judge0 import serve_judge0
 from .http.types import Receive, Scope, Send
@@ -51,7 +52,8 @@ async def open_app(path: Path | None, config: EngineConfig | None = None,
                    triggers: Sequence[Trigger] = (),
                    auth: Authenticator | None = None,
                    execute_output: int = DEFAULT_OUTPUT,
-                   judge0: Judge0Settings | None = None) -> AsyncIterator[StackApp]:  # fmt: skip
+                   judge0: Judge0Settings | None = None,
+                   clients: ClientLimits | None = None) -> AsyncIterator[StackApp]:  # fmt: skip
     """Open an engine and a :class:`StackApp` serving the script or folder at ``path``.
 
     Args:
@@ -69,6 +71,7 @@ async def open_app(path: Path | None, config: EngineConfig | None = None,
         auth: who may call what (default: no authentication).
         execute_output: bytes kept per stream of a submitted job.
         judge0: serve Judge0's API (with ``execute``) with these settings.
+        clients: what an HTTP client may hold (see :class:`ClientLimits`).
     """
     async with open_engine(config) as engine:
         services = None
@@ -124,7 +127,7 @@ async def open_app(path: Path | None, config: EngineConfig | None = None,
             app = StackApp(engine, services, debug=debug, execute=execute,
                            execute_output=execute_output, actions=routes, gateway=doors,
                            auth=auth, metrics=metrics, health=health,
-                           judge0=judge0_api)  # fmt: skip
+                           judge0=judge0_api, clients=clients)  # fmt: skip
             for service in services or ():
                 app.warm_pool(service)
             if execute:

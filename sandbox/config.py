@@ -25,6 +25,14 @@ Unknown keys are rejected loudly, naming the key and the file.
     warm_idle: 60s            # a pool unused this long shrinks to one interpreter
     disk: 512MiB              # what a call may write (a tmpfs on its directory; root only)
     disk_files: 32768         # files a call may make there
+    http:                     # what one HTTP client may hold
+      max_connections: 1024   # in all (at most half the open-file limit)
+      max_connections_per_client: 64    # from one address; past either 503 + Retry-After
+      head_timeout: 1s        # to send a request head (also the keep-alive timeout)
+      body_timeout: 10s       # waiting for a request body, plus a second per body_min_rate bytes
+      body_min_rate: 4KiB     # past the deadline: 408
+      send_timeout: 30s       # a client taking under 64 KiB of its response in this is closed
+      output_buffer: 256KiB   # a call's output held for a slow reader; then it waits
 """
 
 from __future__ import annotations
@@ -43,11 +51,12 @@ from .core.engine import DEFAULT_PATH, EngineConfig
 from .core.limits import Limits, parse_duration, parse_size
 from .errors import ConfigError
 from .features.judge0 import Settings
+from .http.clients import ClientLimits
 
 _KEYS = {
     "isolate", "max_running", "max_queue", "network", "limits", "maxima", "env", "registry",
     "uid_base", "path", "lang", "temp_dir", "auth", "rate_limit", "brokers", "triggers",
-    "warm", "warm_idle", "disk", "disk_files", "judge0",
+    "warm", "warm_idle", "disk", "disk_files", "judge0", "http",
 }  # fmt: skip
 
 
@@ -63,6 +72,8 @@ class Config:
         brokers: the ``brokers`` section: names to broker settings (``url``...).
         triggers: the ``triggers`` section (see :mod:`sandbox.features.triggers`).
         judge0: the ``judge0`` section (see :class:`sandbox.features.judge0.Settings`).
+        http: what an HTTP client may hold: connections, time for its request,
+            patience for its response (see :class:`~sandbox.http.clients.ClientLimits`).
         base: the folder relative paths in the file are resolved from.
     """
 
@@ -73,6 +84,7 @@ class Config:
     brokers: Mapping[str, Any] = field(default_factory=dict)
     triggers: Sequence[Any] = ()
     judge0: Mapping[str, Any] = field(default_factory=dict)
+    http: ClientLimits = field(default_factory=ClientLimits)
     base: Path = Path(".")
 
     @classmethod
@@ -153,13 +165,19 @@ class Config:
             dict(_mapping(data, "rate_limit", source)) if "rate_limit" in data else base.rate_limit
         )
         brokers = dict(_mapping(data, "brokers", source)) if "brokers" in data else base.brokers
+        http = base.http
+        if "http" in data:
+            http = ClientLimits.from_mapping(
+                _mapping(data, "http", source), base=http, source=f"{source}: http"
+            )
         triggers = data.get("triggers", base.triggers) or ()
         if not isinstance(triggers, list | tuple):
             raise ConfigError(f"{source}: 'triggers' must be a list")
         judge0 = dict(_mapping(data, "judge0", source)) if "judge0" in data else base.judge0
         Settings.from_mapping(judge0, source=source)  # unknown keys fail at load
         return cls(engine=engine, env=env, auth=auth, rate_limit=rate_limit, brokers=brokers,
-                   triggers=tuple(triggers), judge0=judge0, base=base.base)  # fmt: skip
+                   triggers=tuple(triggers), judge0=judge0, http=http,
+                   base=base.base)  # fmt: skip
 
     @classmethod
     def from_file(cls, path: Path, *, base: Config | None = None) -> Config:

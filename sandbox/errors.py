@@ -10,6 +10,7 @@
     |   +-- BodyTooLarge            the body is over the limit (413)
     |   +-- InvalidSubmission       a Judge0 submission with bad fields (422)
     |   +-- NotUtf8                 Judge0 output asked for as text is not UTF-8 (400)
+    |   +-- RequestTimeout          the body came too slowly (408)
     +-- NotFound                    no such service or route (404)
     +-- Overloaded                  the queue is full (503, Retry-After)
     +-- SpawnError                  the process could not be started (500)
@@ -112,6 +113,13 @@ class InvalidSubmission(RequestError):
 
 class NotUtf8(RequestError):
     """A Judge0 submission's output is not UTF-8 and was asked for without base64."""
+
+
+class RequestTimeout(RequestError):
+    """The request body did not arrive in time (a client sending too slowly)."""
+
+    status = 408
+    code = "request_timeout"
 
 
 class NotFound(StackError):

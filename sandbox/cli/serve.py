@@ -197,7 +197,8 @@ def _run_server(args: argparse.Namespace, path: Path | None, *, execute: bool) -
                             actions=action_dirs, variables=variables,
                             reporting_url=reporting, gateway=gateway,
                             brokers=broker_configs, triggers=triggers, auth=authenticator,
-                            execute_output=output, judge0=judge0) as app:  # fmt: skip
+                            execute_output=output, judge0=judge0,
+                            clients=full.http) as app:  # fmt: skip
             for line in describe(triggers):
                 log.warning("trigger: %s", line)
             if app.engine.isolation == "none":
@@ -216,7 +217,7 @@ def _run_server(args: argparse.Namespace, path: Path | None, *, execute: bool) -
 
                 async def serving(task_status: trio.TaskStatus[str]) -> None:
                     await serve(app, sock, shutdown_trigger=drain, grace=grace,
-                                task_status=task_status)  # fmt: skip
+                                clients=full.http, task_status=task_status)  # fmt: skip
                     nursery.cancel_scope.cancel()  # served out: stop watching signals
 
                 url = await nursery.start(serving)

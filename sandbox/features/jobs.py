@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import codecs
 import json
 import signal
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -30,6 +31,7 @@ from ..core.process import CallIO, CollectIO, Outcome, signal_name
 from ..errors import LimitTooHigh, RequestError, UnknownLanguage
 
 DEFAULT_OUTPUT = 1024 * 1024
+PIECE = 64 * 1024  # bytes of a JSON result made at a time (json_pieces)
 """Bytes kept per stream and stage (Piston's 1024 is too small to be useful)."""
 
 MAX_FILES = 64
@@ -237,8 +239,13 @@ def _stage_limits(
     return limits
 
 
-def stage_result(outcome: Outcome | None, collect: CollectIO | Build | None) -> dict[str, Any]:
-    """One stage (``run`` or ``compile``) in Piston's shape."""
+def stage_result(outcome: Outcome | None, collect: CollectIO | Build | None, *,
+                 raw: bool = False) -> dict[str, Any]:  # fmt: skip
+    """One stage (``run`` or ``compile``) in Piston's shape.
+
+    With ``raw``, ``stdout``, ``stderr`` and ``output`` are left as the bytes
+    the script wrote, for :func:`json_pieces` to decode as it writes them.
+    """
     if outcome is None:  # a build reused from the cache
         return {"stdout": "", "stderr": "", "output": "", "code": 0, "signal": None,
                 "message": "cached", "status": None, "cpu_time": 0, "wall_time": 0,
@@ -254,10 +261,12 @@ def stage_result(outcome: Outcome | None, collect: CollectIO | Build | None) -> 
     sig = signal_name(outcome.signal) if outcome.signal else None
     if status in ("TO", "OL", "EL"):
         sig = "SIGKILL"
+    raws = {"stdout": collect.stdout, "stderr": collect.stderr, "output": collect.output}
+    streams: dict[str, str | bytes] = dict(raws)
+    if not raw:
+        streams = {name: data.decode("utf-8", "replace") for name, data in raws.items()}
     return {
-        "stdout": collect.stdout.decode("utf-8", "replace"),
-        "stderr": collect.stderr.decode("utf-8", "replace"),
-        "output": collect.output.decode("utf-8", "replace"),
+        **streams,
         "code": outcome.exit_code,
         "signal": sig,
         "message": outcome.message or None,
@@ -377,17 +386,17 @@ def add_pools(engine: Engine, output: int = DEFAULT_OUTPUT) -> None:
             engine.add_pool(pool_key(lang), template, size, limits)
 
 
-async def execute(engine: Engine, job: Job) -> dict[str, Any]:
-    """Run a job to the end; the Piston-shaped result."""
+async def execute(engine: Engine, job: Job, *, raw: bool = False) -> dict[str, Any]:
+    """Run a job to the end; the Piston-shaped result (``raw``: see :func:`stage_result`)."""
     collect = CollectIO(job.stdin)
     done = await run_job(engine, job, collect, feed_stdin=False)
     result: dict[str, Any] = {"language": job.language.name, "version": job.version}
     if done.build is not None:
-        result["compile"] = stage_result(done.build.outcome, done.build)
+        result["compile"] = stage_result(done.build.outcome, done.build, raw=raw)
     if done.outcome is None:
         result["run"] = result["compile"]  # as Piston does when the run never started
     else:
-        result["run"] = stage_result(done.outcome, collect)
+        result["run"] = stage_result(done.outcome, collect, raw=raw)
     return result
 
 
@@ -412,11 +421,59 @@ def dumps(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":")).encode()
 
 
+def json_pieces(value: Any, size: int = PIECE) -> Iterator[bytes]:
+    """``value`` as UTF-8 JSON, in pieces of about ``size`` bytes, made as they are taken.
+
+    ``bytes`` in it are written as strings, decoded as UTF-8 with U+FFFD for
+    what is not (as ``stage_result`` does), the character itself rather than
+    a 6-byte ``\\ufffd`` escape. A result read slowly then holds the output
+    once, as the script wrote it, not a copy several times its size.
+    """
+    pending: list[bytes] = []
+    held = 0
+    for part in _json_parts(value, size):
+        pending.append(part)
+        held += len(part)
+        if held >= size:
+            yield b"".join(pending)
+            pending, held = [], 0
+    if pending:
+        yield b"".join(pending)
+
+
+def _json_parts(value: Any, size: int) -> Iterator[bytes]:
+    if isinstance(value, bytes):
+        yield b'"'
+        decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        step = max(1, size // 6)  # one escape is at most six bytes
+        for start in range(0, len(value), step):
+            text = decoder.decode(value[start : start + step])
+            yield json.dumps(text, ensure_ascii=False)[1:-1].encode()
+        yield json.dumps(decoder.decode(b"", final=True), ensure_ascii=False)[1:-1].encode()
+        yield b'"'
+    elif isinstance(value, Mapping):
+        yield b"{"
+        for index, (key, item) in enumerate(value.items()):
+            yield (b"," if index else b"") + json.dumps(str(key)).encode() + b":"
+            yield from _json_parts(item, size)
+        yield b"}"
+    elif isinstance(value, list | tuple):
+        yield b"["
+        for index, item in enumerate(value):
+            if index:
+                yield b","
+            yield from _json_parts(item, size)
+        yield b"]"
+    else:
+        yield json.dumps(value, ensure_ascii=False).encode()
+
+
 __all__ = [
     "Job",
     "JobResult",
     "execute",
     "file_job",
+    "json_pieces",
     "parse_job",
     "parse_signal",
     "run_job",

@@ -66,6 +66,7 @@ class Metrics:
         self._children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
         self._live: list[Callable[[], tuple[int, int, int, int]]] = []
         self._pools: list[Callable[[], list[tuple[str, int]]]] = []
+        self._connections: list[Callable[[], tuple[int, int, int]]] = []
         self.registry.register(_Live(self))
 
     def watch_engine(self, engine: Engine) -> None:
@@ -96,6 +97,10 @@ class Metrics:
     def watch_pools(self, read: Callable[[], list[tuple[str, int]]]) -> None:
         """Read (language, interpreters ready) of each warm pool at each scrape."""
         self._pools.append(read)
+
+    def watch_connections(self, read: Callable[[], tuple[int, int, int]]) -> None:
+        """Read (connections open, refused at a cap, closed for taking no bytes) at each scrape."""
+        self._connections.append(read)
 
     def watch(self, read: Callable[[], tuple[int, int, int, int]]) -> None:
         """Read (running, queued, build hits, build misses) at each scrape."""
@@ -140,6 +145,20 @@ class _Live(Collector):
         yield GaugeMetricFamily("stack_queued_calls", "Calls waiting for a slot", value=queued)
         yield CounterMetricFamily("stack_build_cache_hits", "Builds reused", value=hits)
         yield CounterMetricFamily("stack_build_cache_misses", "Builds compiled", value=misses)
+        if self.metrics._connections:
+            counts = [read() for read in self.metrics._connections]
+            yield GaugeMetricFamily("stack_connections", "HTTP connections open",
+                                    value=sum(c[0] for c in counts))  # fmt: skip
+            yield CounterMetricFamily(
+                "stack_connections_refused",
+                "HTTP connections refused at the connection caps (503)",
+                value=sum(c[1] for c in counts),
+            )
+            yield CounterMetricFamily(
+                "stack_connections_stalled",
+                "HTTP connections closed because the client stopped reading (send_timeout)",
+                value=sum(c[2] for c in counts),
+            )
         sizes: dict[str, int] = {}
         for read_pools in self.metrics._pools:
             for language, ready in read_pools():

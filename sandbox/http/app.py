@@ -27,7 +27,7 @@ from ..core.engine import Call, Engine
 from ..core.invocation import Invocation
 from ..core.limits import Limits
 from ..core.process import Outcome, Running, Usage, signal_name
-from ..errors import BodyTooLarge, CompileError, NotFound, StackError
+from ..errors import BodyTooLarge, CompileError, NotFound, RequestError, StackError
 from ..features import auth
 from ..features.auth import Authenticator, Principal
 from ..features.health import Health
@@ -38,9 +38,11 @@ from ..features.services import Service, Services
 from . import piston
 from . import request as hooklib
 from .actions import ActionRoutes
-from .body import Body
+from .body import Body, timed_receive
+from .clients import ClientLimits
 from .gateway import Gateway
 from .judge0 import Judge0
+from .outbox import Outbox
 from .routes import route_of
 from .types import Message, Receive, Scope, Send
 
@@ -72,12 +74,15 @@ class _HttpIO:
 
     The head is held until the call ends or for HOLD seconds after its first
     output, whichever comes first: a short call's response then goes out
-    whole, with its X-Stack-Usage and a Content-Length.
+    whole, with its X-Stack-Usage and a Content-Length. While the call runs,
+    what it sends goes through ``outbox``, so that a client that reads slowly
+    makes its output wait (a bounded buffer) but never holds the call itself.
     """
 
-    def __init__(self, send: Send, body: Body, request_id: str, stream: bool,
+    def __init__(self, outbox: Outbox, body: Body, request_id: str, stream: bool,
                  method: str) -> None:  # fmt: skip
-        self._send = send
+        self._outbox = outbox
+        self.running = True
         self._body = body
         self._request_id = request_id
         self._stream = stream
@@ -85,6 +90,7 @@ class _HttpIO:
         self._lock = trio.Lock()
         self._flush_at = math.inf
         self._waiting: trio.CancelScope | None = None
+        self._watching = trio.CancelScope()
         self.head: Head | None = None
         self.started = False
         self.ended = False
@@ -98,7 +104,7 @@ class _HttpIO:
             return b""
         try:
             data = await self._body.chunk()
-        except BodyTooLarge as exc:
+        except RequestError as exc:
             self.stdin_error = exc
             raise
         if not data:
@@ -110,6 +116,12 @@ class _HttpIO:
         self._flush_at = trio.current_time() + HOLD
         if self._waiting is not None:
             self._waiting.deadline = self._flush_at
+
+    async def _send(self, message: Message) -> None:
+        if self.running:
+            await self._outbox.send(message)
+        else:
+            await self._outbox.send_after(message)
 
     async def send_body(self, data: bytes) -> None:
         async with self._lock:
@@ -155,14 +167,19 @@ class _HttpIO:
         both: a task per request less, and no timer when the call ends
         within its hold.
         """
-        while not self._body.disconnected.is_set():
-            with trio.CancelScope(deadline=self._flush_at) as self._waiting:
-                await self._body.wait_disconnect()
-            self._waiting = None
-            if trio.current_time() >= self._flush_at:
-                self._flush_at = math.inf
-                await self._flush()
-        call.cancel()
+        with self._watching:
+            while not self._body.disconnected.is_set():
+                with trio.CancelScope(deadline=self._flush_at) as self._waiting:
+                    await self._body.wait_disconnect()
+                self._waiting = None
+                if trio.current_time() >= self._flush_at:
+                    self._flush_at = math.inf
+                    await self._flush()
+            call.cancel()
+
+    def stop_watching(self) -> None:
+        """The response is finished (or given up): end :meth:`watch`."""
+        self._watching.cancel()
 
     async def _flush(self) -> None:
         async with self._lock:
@@ -284,14 +301,17 @@ class StackApp:
         debug: put the script's stderr into error responses.
         execute: serve Piston's v2 API under ``/api/v2`` (submitted code).
         execute_output: bytes kept per stream of a submitted job.
+        clients: what a client may hold (body deadline, output buffer).
     """
 
     def __init__(self, engine: Engine, services: Services | None, *, debug: bool = False,
                  execute: bool = False, execute_output: int = DEFAULT_OUTPUT,
                  actions: ActionRoutes | None = None, gateway: Gateway | None = None,
                  auth: Authenticator | None = None, metrics: Metrics | None = None,
-                 health: Health | None = None, judge0: Judge0 | None = None) -> None:  # fmt: skip
+                 health: Health | None = None, judge0: Judge0 | None = None,
+                 clients: ClientLimits | None = None) -> None:  # fmt: skip
         self.engine = engine
+        self.clients = clients or ClientLimits()
         self._services = services
         self.debug = debug
         self.execute = execute
@@ -430,6 +450,7 @@ class StackApp:
         """Serve one HTTP request."""
         request_id = _incoming_id(scope) or new_request_id()
         started = time.monotonic()
+        receive = timed_receive(receive, self.clients)
         status_box: list[int] = [0]
 
         async def counting_send(message: Message) -> None:
@@ -517,29 +538,43 @@ class StackApp:
                 hooklib.parse_json_params(stdin) if kind == "json" else hooklib.parse_query(stdin)
             )
             params.update(extra)
-        async with self.engine.open_call(limits, warm=warm) as call:
-            build = None
-            if service.language.compile:
-                build = await self._build(call, service)
-            if kind == "multipart":
-                stdin = await self._uploads(call, body, info, params)
-            hook = hooklib.build_hook(info, params, request_id=request_id, env=service.env)
-            env = hooklib.cgi_environ(info, request_id=request_id, software=SOFTWARE)
-            env.update(service.env)
-            invocation = Invocation(
-                language=service.language,
-                script=service.staged,
-                hook=hook,
-                env=env,
-                request_id=request_id,
-                cgi=service.cgi,
-                network=service.network,
-                stdin=stdin,
-                build=build,
-                code_dir=service.code_dir,
-            )
-            return await self._run(call, invocation, body, stream, send, request_id,
-                                   info.method)  # fmt: skip
+        # The response outlives the call: a client that reads slowly keeps its
+        # connection and what is held for it, not the call's slot.
+        async with trio.open_nursery() as nursery:
+            outbox = Outbox(nursery, send, self.clients.output_buffer)
+            io = _HttpIO(outbox, body, request_id, stream, info.method)
+            outcome: Outcome | None = None
+            try:
+                with trio.CancelScope() as call_scope:
+                    nursery.start_soon(io.watch, call_scope)
+                    async with self.engine.open_call(limits, warm=warm) as call:
+                        build = None
+                        if service.language.compile:
+                            build = await self._build(call, service)
+                        if kind == "multipart":
+                            stdin = await self._uploads(call, body, info, params)
+                        hook = hooklib.build_hook(info, params, request_id=request_id,
+                                                  env=service.env)  # fmt: skip
+                        env = hooklib.cgi_environ(info, request_id=request_id, software=SOFTWARE)
+                        env.update(service.env)
+                        invocation = Invocation(
+                            language=service.language,
+                            script=service.staged,
+                            hook=hook,
+                            env=env,
+                            request_id=request_id,
+                            cgi=service.cgi,
+                            network=service.network,
+                            stdin=stdin,
+                            build=build,
+                            code_dir=service.code_dir,
+                        )
+                        outcome = await call.run(invocation, io)
+                # The call is over, its slot free: the rest is the client's.
+                return await self._respond(io, outbox, outcome, body, send, request_id)
+            finally:
+                io.stop_watching()
+                outbox.close()
 
     async def _build(self, call: Call, service: Service) -> Path:
         """Compile a service in a compiled language (cached after the first call).
@@ -576,36 +611,31 @@ class StackApp:
         body.mark_done()
         return b"".join(raw)
 
-    async def _run(self, call: Call, invocation: Invocation, body: Body, stream: bool,
-                   send: Send, request_id: str, method: str) -> Outcome | None:  # fmt: skip
-        async with trio.open_nursery() as nursery:
-            io = _HttpIO(send, body, request_id, stream, method)
-            outcome: Outcome | None = None
-            with trio.CancelScope() as call_scope:
-                nursery.start_soon(io.watch, call_scope)
-                outcome = await call.run(invocation, io)
-            await _drain(body)
-            if outcome is None:
-                # The client went away: the call was killed and reaped.
-                log.info("[%s] the client disconnected; the call was killed", request_id)
-                nursery.cancel_scope.cancel()
-                return None
-            if outcome.head_sent:
-                await io.finish(outcome)
-                if not outcome.ok:
-                    log.warning(
-                        "[%s] call failed after its body started (response aborted): %s",
-                        request_id,
-                        outcome.message,
-                    )
-            elif outcome.ok:
-                io.head = outcome.head
-                await io.finish(outcome)
-            else:
-                status, payload = outcome_error(outcome, request_id, self.debug)
-                usage = (b"x-stack-usage", usage_header(outcome.usage))
-                await send_json(send, status, payload, request_id, [usage])
-            nursery.cancel_scope.cancel()
+    async def _respond(self, io: _HttpIO, outbox: Outbox, outcome: Outcome | None, body: Body,
+                       send: Send, request_id: str) -> Outcome | None:  # fmt: skip
+        """Finish the response of a call that is over (None: the client went away)."""
+        io.running = False
+        await _drain(body)
+        if outcome is None:
+            # The client went away: the call was killed and reaped.
+            log.info("[%s] the client disconnected; the call was killed", request_id)
+            outbox.abort()
+        elif outcome.head_sent:
+            await io.finish(outcome)
+            if not outcome.ok:
+                outbox.abort()  # the response is cut: what is held is not wanted
+                log.warning(
+                    "[%s] call failed after its body started (response aborted): %s",
+                    request_id,
+                    outcome.message,
+                )
+        elif outcome.ok:
+            io.head = outcome.head
+            await io.finish(outcome)
+        else:
+            status, payload = outcome_error(outcome, request_id, self.debug)
+            usage = (b"x-stack-usage", usage_header(outcome.usage))
+            await send_json(send, status, payload, request_id, [usage])
         return outcome
 
     async def _operations(self, path: str, send: Send, request_id: str) -> None:
@@ -650,8 +680,8 @@ async def _drain(body: Body) -> None:
         try:
             while not body.done:
                 await body.chunk()
-        except BodyTooLarge:
-            pass
+        except RequestError:
+            pass  # too large or too slow: the connection closes after the response
 
 
 def _route_path(scope: Scope) -> str:

@@ -8,10 +8,11 @@ WS   /api/v2/connect
 from __future__ import annotations
 
 import codecs
+import itertools
 import json
 import logging
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import trio
@@ -57,13 +58,30 @@ async def handle_http(engine: Engine, scope: Scope, receive: Receive, send: Send
         principal = scope.get("stack.principal")
         ceiling = principal.limits if principal is not None else None
         job = ex.parse_job(body, engine, output=output, ceiling=ceiling)
-        result = await ex.execute(engine, job)
-        await send_json(send, 200, result, request_id)
+        # Raw output, encoded piece by piece as the client takes it.
+        await _send_pieces(send, ex.json_pieces(await ex.execute(engine, job, raw=True)),
+                           request_id)  # fmt: skip
         return True
     if path.startswith(PREFIX + "/") or path == PREFIX:
         await send_json(send, 404, {"message": "Not Found"}, request_id)
         return True
     return False
+
+
+async def _send_pieces(send: Send, pieces: Iterator[bytes], request_id: str) -> None:
+    """A 200 JSON response made of ``pieces``: whole (with a Content-Length) if only one."""
+    headers = [(b"content-type", b"application/json"), (b"x-request-id", request_id.encode())]
+    first = next(pieces, b"")
+    second = next(pieces, None)
+    if second is None:
+        headers.append((b"content-length", str(len(first)).encode()))
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": first, "more_body": False})
+        return
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    for piece in itertools.chain((first, second), pieces):
+        await send({"type": "http.response.body", "body": piece, "more_body": True})
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 class _WsIO:

@@ -6,13 +6,20 @@ import errno
 import logging
 import socket
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 import trio
 from hypercorn.config import Config as HypercornConfig
-from hypercorn.trio import serve as hypercorn_serve
+from hypercorn.trio.lifespan import Lifespan
+from hypercorn.trio.tcp_server import TCPServer
+from hypercorn.trio.worker_context import WorkerContext
+from hypercorn.typing import ConnectionState, LifespanState
+from hypercorn.utils import wrap_app
 
 from ..errors import ConfigError
+from ..features.metrics import Metrics
+from .clients import CONNECTION_SHARE, ClientLimits, GuardedListener, raise_fd_limit
 
 log = logging.getLogger("stack")
 
@@ -39,7 +46,6 @@ def bind(host: str, port: int, *, tries: int = 100) -> socket.socket:
             last = exc
             continue
         sock.listen(1024)
-        sock.set_inheritable(True)
         return sock
     raise ConfigError(f"no free port from {port} to {port + tries - 1} on {host}: {last}")
 
@@ -50,6 +56,7 @@ async def serve(
     *,
     shutdown_trigger: Callable[[], Awaitable[None]] | None = None,
     grace: float = 10.0,
+    clients: ClientLimits | None = None,
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve ``app`` on ``sock`` until ``shutdown_trigger`` returns (or cancelled).
@@ -58,28 +65,60 @@ async def serve(
     ``shutdown_trigger`` returns, it stops accepting and gives requests in
     flight ``grace`` seconds to finish; then they are cancelled (their calls
     killed and reaped).
+
+    It runs Hypercorn's trio worker loop (:func:`hypercorn.trio.run.worker_serve`)
+    with one change: connections come through a :class:`GuardedListener`,
+    which caps them in all and per client and gives up on clients that do
+    not read (see :mod:`sandbox.http.clients`). It raises the process's
+    open-file limit to its hard limit first, and sizes the caps below it.
     """
+    clients = clients or ClientLimits()
     host, port = sock.getsockname()[:2]
     url = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
+    fds = raise_fd_limit()
+    total = min(clients.max_connections, max(1, int(fds * CONNECTION_SHARE)))
+    log.info("open-file limit %d: at most %d connections, %d per client", fds, total,
+             min(total, clients.max_connections_per_client))  # fmt: skip
     config = HypercornConfig()
-    # Hypercorn owns the socket from here on and closes it when it stops.
-    config.bind = [f"fd://{sock.detach()}"]
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")
-    # Short: Hypercorn's trio worker holds a departed client's socket until
-    # this timer ends (it does not close on EOF), so a long one lets departed
-    # clients pile up CLOSE_WAIT sockets. Busy keep-alive connections are not
-    # affected; idle ones close after a second.
-    config.keep_alive_timeout = 1
+    # Hypercorn's keep-alive timer runs from a connection's start (or its
+    # previous response) until a whole request head is parsed: it is the
+    # head's deadline too. Short also because Hypercorn's trio worker holds a
+    # departed client's socket until this timer ends (it does not close on
+    # EOF), so a long one lets departed clients pile up CLOSE_WAIT sockets.
+    # Busy keep-alive connections are not affected.
+    config.keep_alive_timeout = clients.head_timeout
     config.graceful_timeout = grace
-
-    class _Started:
-        def started(self, value: Any = None) -> None:
-            task_status.started(url)
-
-    await hypercorn_serve(
-        app,
-        config,
-        shutdown_trigger=shutdown_trigger,
-        task_status=_Started(),
+    wrapped = wrap_app(app, config.wsgi_max_body_size, "asgi")
+    state: LifespanState = {}
+    lifespan = Lifespan(wrapped, config, state)
+    context = WorkerContext(None)
+    listener = GuardedListener(
+        trio.SocketListener(trio.socket.from_stdlib_socket(sock)), clients, total
     )
+    metrics = getattr(app, "metrics", None)
+    if isinstance(metrics, Metrics):
+        metrics.watch_connections(lambda: (listener.open, listener.refused, listener.stalled))
+    async with trio.open_nursery() as lifespan_nursery:
+        await lifespan_nursery.start(lifespan.handle_lifespan)
+        await lifespan.wait_for_startup()
+        async with trio.open_nursery() as server_nursery:
+            handler = partial(TCPServer, wrapped, config, context, ConnectionState(state.copy()))
+            try:
+                async with trio.open_nursery() as accepting:
+                    serving = partial(trio.serve_listeners, handler_nursery=server_nursery)
+                    accepting.start_soon(serving, handler, [listener])
+                    task_status.started(url)
+                    if shutdown_trigger is None:
+                        await trio.sleep_forever()
+                    await shutdown_trigger()
+                    accepting.cancel_scope.cancel()
+            finally:
+                # The listener owns the socket: closing it ends new connections.
+                with trio.CancelScope(shield=True):
+                    await listener.aclose()
+                await context.terminated.set()
+                server_nursery.cancel_scope.deadline = trio.current_time() + grace
+        await lifespan.wait_for_shutdown()
+        lifespan_nursery.cancel_scope.cancel()

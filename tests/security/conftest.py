@@ -27,6 +27,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -41,6 +42,7 @@ from sandbox.core.isolation import check_bwrap, find_bwrap
 from sandbox.core.limits import Limits
 from sandbox.features.services import ServiceOptions
 from sandbox.http.app import StackApp
+from sandbox.http.clients import ClientLimits
 from sandbox.http.server import bind, serve
 
 T = TypeVar("T")
@@ -415,15 +417,19 @@ async def open_stack(
     limits: Limits | None = None,
     config: EngineConfig | None = None,
     client_timeout: float = 20.0,
+    clients: ClientLimits | None = None,
+    execute: bool = False,
 ) -> AsyncIterator[Stack]:
     """A real server for ``folder``; on a clean exit, asserts that nothing is left."""
     config = config or EngineConfig(isolate=isolate, limits=limits or Limits())
     if config.isolate == "bwrap":
         need_bwrap()
     config = dataclasses.replace(config, uid_base=UID_BASE)
-    async with open_app(folder, config, ServiceOptions(), debug=True) as app:
+    async with open_app(
+        folder, config, ServiceOptions(), debug=True, clients=clients, execute=execute
+    ) as app:
         async with trio.open_nursery() as nursery:
-            url = await nursery.start(serve, app, bind("127.0.0.1", 0))
+            url = await nursery.start(partial(serve, clients=clients), app, bind("127.0.0.1", 0))
             try:
                 stack = Stack(url, app, fds=_fds())
                 # A first call, so that whatever the server opens once is in the baseline.
