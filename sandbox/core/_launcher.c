@@ -336,6 +336,11 @@ static int build_filter(struct bpf_insn *out) {
 #endif
 
 #define MAX_FILTER 160
+#ifdef FILTER_ARCH
+_Static_assert(6 + 2 * sizeof denied / sizeof denied[0] + 8 +
+                   4 + sizeof personalities / sizeof personalities[0] + 5 <= MAX_FILTER,
+               "the filter outgrows MAX_FILTER");
+#endif
 static struct bpf_insn filter[MAX_FILTER];
 static int filter_len;
 

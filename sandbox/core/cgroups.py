@@ -353,5 +353,5 @@ def detect(root: bool) -> tuple[Cgroups | None, str]:
     except OSError as exc:
         return None, f"no per-call cgroups: the cgroup hierarchy is not writable here ({exc})"
     where = next(iter(parents.values()))
-    made = Cgroups(version, parents, f"{detail} per call, under {where.parent}")
+    made = Cgroups(version, parents, f"{detail} per call, in {where}")
     return made, made.detail
