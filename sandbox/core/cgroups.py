@@ -43,6 +43,9 @@ _V2_CONTROLLERS = ("memory", "pids", "cpu")
 # The launcher, its reaper and bubblewrap's two processes are in the group
 # too, besides the call's own processes (RLIMIT_NPROC counts only the call's uid).
 PIDS_SLACK = 4
+# Memory still charged to a group after its call, past which the group is
+# replaced by a fresh one before the next call (see Group.finish).
+STALE = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -99,6 +102,7 @@ class Group:
         self._oom = 0
         self._peak_fd = -1  # v2: memory.peak, reset through this descriptor
         self._swap = (self.memory_dir / "memory.memsw.limit_in_bytes").exists()
+        self.stale = False
 
     # -- per call ---------------------------------------------------------------
 
@@ -133,17 +137,29 @@ class Group:
             self._oom = _counter(_read(self.memory_dir / "memory.events"), "oom_kill")
 
     def finish(self) -> Measured:
-        """After the call: kill what is left in the group, read the peak and OOM kills."""
+        """After the call: kill what is left in the group, read the peak and OOM kills.
+
+        Memory can stay charged to the group after its call: files a call
+        left in a tmpfs that outlives it (the host's /dev/shm without
+        bubblewrap), page cache it read in. Past :data:`STALE` (or a quarter
+        of the limit) the group is marked ``stale`` and :meth:`Cgroups.group`
+        gives the uid a fresh one, so that no call starts with what an
+        earlier one left counted against its limit.
+        """
         left = self.kill()
         if self.version == "v1":
             peak: int | None = int(_read(self.memory_dir / "memory.max_usage_in_bytes"))
             oom = _counter(_read(self.memory_dir / "memory.oom_control"), "oom_kill")
+            usage = int(_read(self.memory_dir / "memory.usage_in_bytes"))
         else:
             peak = None
             if self._peak_fd >= 0:
                 peak = int(os.pread(self._peak_fd, 64, 0))
             self._close_peak()
             oom = _counter(_read(self.memory_dir / "memory.events"), "oom_kill")
+            usage = int(_read(self.memory_dir / "memory.current"))
+        limit = self._memory if isinstance(self._memory, int) and self._memory else None
+        self.stale = usage > (min(STALE, limit // 4) if limit else STALE)
         return Measured(peak, oom > self._oom, left)
 
     def kill(self) -> int:
@@ -194,6 +210,19 @@ class Group:
             os.close(self._peak_fd)
             self._peak_fd = -1
 
+    def retire(self) -> bool:
+        """Remove the group's directories if that can be done at once (it holds no process).
+
+        What is still charged to it stays counted in the server's parent
+        group, which has no limit.
+        """
+        try:
+            for directory in dict.fromkeys(self.dirs.values()):
+                directory.rmdir()
+        except OSError:
+            return False
+        return True
+
     def remove(self) -> None:
         """Empty the group and remove its directories (at engine close)."""
         self._close_peak()
@@ -224,19 +253,26 @@ class Cgroups:
         self.parents = parents
         self.detail = detail
         self._groups: dict[int, Group] = {}
+        self._retired: list[Group] = []  # stale groups not removed yet (see close)
+        self._made = 0
 
     def group(self, uid: int) -> Group:
-        """The cgroup of ``uid``, made on its first use (blocking: a few mkdirs).
+        """The cgroup of ``uid``, made on its first use or when the last one went stale.
+
+        Blocking: a few mkdirs (and rmdirs) when one is made.
 
         Raises:
             OSError: it cannot be made.
         """
         found = self._groups.get(uid)
-        if found is not None:
+        if found is not None and not found.stale:
             return found
+        if found is not None and not found.retire():
+            self._retired.append(found)
+        self._made += 1
         dirs: dict[str, Path] = {}
         for controller, parent in self.parents.items():
-            path = parent / f"u{uid}"
+            path = parent / f"u{uid}.{self._made}"
             if path not in dirs.values():
                 path.mkdir(exist_ok=True)
             dirs[controller] = path
@@ -246,9 +282,10 @@ class Cgroups:
 
     def close(self) -> None:
         """Remove every group and the parents (blocking)."""
-        for group in self._groups.values():
+        for group in [*self._groups.values(), *self._retired]:
             group.remove()
         self._groups.clear()
+        self._retired.clear()
         for parent in dict.fromkeys(self.parents.values()):
             with contextlib.suppress(OSError):
                 parent.rmdir()
