@@ -67,8 +67,12 @@ class Measured:
 
 
 def _read(path: Path) -> str:
-    with open(path, encoding="ascii") as file:
-        return file.read()
+    # os.open and one read: a third of what open() costs, on every call's path.
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return os.read(fd, 65536).decode("ascii")
+    finally:
+        os.close(fd)
 
 
 def _write(path: Path, value: str) -> None:
@@ -99,7 +103,7 @@ class Group:
         self.procs = [str(d / "cgroup.procs") for d in unique]
         self._memory: int | None | bool = False  # False: not set yet
         self._pids: int | None | bool = False
-        self._oom = 0
+        self._oom = -1  # the OOM-kill count before the call; -1: read it at prepare
         self._peak_fd = -1  # v2: memory.peak, reset through this descriptor
         self._swap = (self.memory_dir / "memory.memsw.limit_in_bytes").exists()
         self.stale = False
@@ -121,7 +125,8 @@ class Group:
             self._pids = pids
         if self.version == "v1":
             _write(self.memory_dir / "memory.max_usage_in_bytes", "0")
-            self._oom = _counter(_read(self.memory_dir / "memory.oom_control"), "oom_kill")
+            if self._oom < 0:  # else known since the last call's finish
+                self._oom = _counter(_read(self.memory_dir / "memory.oom_control"), "oom_kill")
         else:
             self._close_peak()
             try:
@@ -134,7 +139,8 @@ class Group:
                     self._peak_fd = fd
                 except OSError:
                     os.close(fd)
-            self._oom = _counter(_read(self.memory_dir / "memory.events"), "oom_kill")
+            if self._oom < 0:
+                self._oom = _counter(_read(self.memory_dir / "memory.events"), "oom_kill")
 
     def finish(self) -> Measured:
         """After the call: kill what is left in the group, read the peak and OOM kills.
@@ -160,7 +166,8 @@ class Group:
             usage = int(_read(self.memory_dir / "memory.current"))
         limit = self._memory if isinstance(self._memory, int) and self._memory else None
         self.stale = usage > (min(STALE, limit // 4) if limit else STALE)
-        return Measured(peak, oom > self._oom, left)
+        killed, self._oom = oom > self._oom, oom
+        return Measured(peak, killed, left)
 
     def kill(self) -> int:
         """SIGKILL every process in the group until it is empty; returns how many there were."""
