@@ -198,6 +198,11 @@ struct bpf_prog {
 #define FILTER_ARCH 0xc00000b7U /* AUDIT_ARCH_AARCH64 */
 #endif
 
+/* Room for the filter: at most two instructions per denied system call,
+ * plus the fixed parts (checked at compile time below). */
+#define MAX_FILTER 192
+#define MAX_FILTER_ASM MAX_FILTER
+
 #ifdef FILTER_ARCH
 /* System calls newer than some C libraries' headers: one number on every
  * architecture here (the common table from 424 on). */
@@ -281,52 +286,109 @@ static const long denied[] = {
  * query (0xffffffff); others (READ_IMPLIES_EXEC, ADDR_NO_RANDOMIZE...) undo
  * hardening. */
 static const unsigned personalities[] = {0x0, 0x8, 0x20000, 0x20008, 0xffffffffU};
+_Static_assert(24 + 2 * sizeof denied / sizeof denied[0] +
+                   sizeof personalities / sizeof personalities[0] <= MAX_FILTER,
+               "the seccomp filter outgrows MAX_FILTER");
 #define TIOCSTI_ 0x5412 /* push characters into a terminal's input */
 
-#define STMT(c, value) ((struct bpf_insn){(c), 0, 0, (value)})
-#define JUMP(c, value, t, f) ((struct bpf_insn){(c), (t), (f), (value)})
+/* A tiny assembler: a jump names a label (resolved once the program is laid
+ * out) or skips a literal number of instructions (0-255). */
+enum { NEXT = 0, L_ALLOW = 1000, L_EPERM, L_ENOSYS, L_NS, L_PERS, L_IOCTL, L_END };
+#define L_COUNT (L_END - L_ALLOW)
+struct asm_state {
+    struct bpf_insn *out;
+    int n;
+    int jt[MAX_FILTER_ASM], jf[MAX_FILTER_ASM]; /* label of each jump, or NEXT */
+    int at[L_COUNT];                            /* where each label is */
+};
 
-/* Fill `out` (room for MAX_FILTER) with the filter; returns its length. */
+static void emit(struct asm_state *a, unsigned short code, unsigned k, int jt, int jf) {
+    a->out[a->n] = (struct bpf_insn){code, 0, 0, k};
+    a->jt[a->n] = jt;
+    a->jf[a->n] = jf;
+    a->n++;
+}
+
+static void label(struct asm_state *a, int name) { a->at[name - L_ALLOW] = a->n; }
+
+/* Fill `out` (room for MAX_FILTER) with the filter; returns its length.
+ *
+ * Laid out for cheap evaluation: the kernel runs the filter for every
+ * system call of the call, and once per system call number when it is
+ * installed (to cache the always-allowed ones: a long chain there costs
+ * hundreds of microseconds per call).  So the denied numbers are sorted
+ * and merged into ranges, and the chain stops at the first range above the
+ * number: most system calls are allowed after a few comparisons. */
 static int build_filter(struct bpf_insn *out) {
-    int n = 0;
-    out[n++] = STMT(BPF_LD_W_ABS, OFF_ARCH);
-    out[n++] = JUMP(BPF_JEQ_K, FILTER_ARCH, 1, 0);
-    out[n++] = STMT(BPF_RET_K, RET_KILL_PROCESS);
-    out[n++] = STMT(BPF_LD_W_ABS, OFF_NR);
+    struct asm_state a = {.out = out};
+    emit(&a, BPF_LD_W_ABS, OFF_ARCH, NEXT, NEXT);
+    emit(&a, BPF_JEQ_K, FILTER_ARCH, 1, NEXT);
+    emit(&a, BPF_RET_K, RET_KILL_PROCESS, NEXT, NEXT);
+    emit(&a, BPF_LD_W_ABS, OFF_NR, NEXT, NEXT);
 #if defined(__x86_64__)
-    out[n++] = JUMP(BPF_JGE_K, 0x40000000U, 0, 1); /* the x32 ABI */
-    out[n++] = STMT(BPF_RET_K, RET_KILL_PROCESS);
+    emit(&a, BPF_JGE_K, 0x40000000U, NEXT, 1); /* the x32 ABI */
+    emit(&a, BPF_RET_K, RET_KILL_PROCESS, NEXT, NEXT);
 #endif
-    int ndenied = (int)(sizeof denied / sizeof denied[0]);
-    for (int i = 0; i < ndenied; i++) {
-        out[n++] = JUMP(BPF_JEQ_K, (unsigned)denied[i], 0, 1);
-        out[n++] = STMT(BPF_RET_K, RET_ERRNO(EPERM));
+    /* The system calls decided by their arguments, and clone3. */
+    emit(&a, BPF_JEQ_K, SYS_clone3, L_ENOSYS, NEXT);
+    emit(&a, BPF_JEQ_K, SYS_clone, L_NS, NEXT);
+    emit(&a, BPF_JEQ_K, SYS_unshare, L_NS, NEXT);
+    emit(&a, BPF_JEQ_K, SYS_personality, L_PERS, NEXT);
+    emit(&a, BPF_JEQ_K, SYS_ioctl, L_IOCTL, NEXT);
+    /* The deny-list, sorted, as ranges [lo, hi]. */
+    enum { N = sizeof denied / sizeof denied[0] };
+    unsigned sorted[N];
+    for (int i = 0; i < N; i++) {
+        unsigned v = (unsigned)denied[i];
+        int j = i;
+        for (; j > 0 && sorted[j - 1] > v; j--) sorted[j] = sorted[j - 1];
+        sorted[j] = v;
     }
-    out[n++] = JUMP(BPF_JEQ_K, SYS_clone3, 0, 1);
-    out[n++] = STMT(BPF_RET_K, RET_ERRNO(ENOSYS));
+    for (int i = 0; i < N;) {
+        unsigned lo = sorted[i], hi = lo;
+        while (++i < N && sorted[i] <= hi + 1) hi = sorted[i];
+        emit(&a, BPF_JGE_K, lo, NEXT, L_ALLOW); /* below this range: below every later one */
+        emit(&a, BPF_JGE_K, hi + 1, NEXT, L_EPERM);
+    }
+    emit(&a, BPF_RET_K, RET_ALLOW, NEXT, NEXT); /* above every range */
+    /* The blocks jumped to: forward only, so the shared returns come last. */
+    label(&a, L_ENOSYS);
+    /* clone3: its flags are behind a pointer; "not implemented" makes libc use clone. */
+    emit(&a, BPF_RET_K, RET_ERRNO(ENOSYS), NEXT, NEXT);
     /* clone (flags: the first argument on x86_64 and arm64) and unshare:
      * no new namespace. */
-    out[n++] = JUMP(BPF_JEQ_K, SYS_clone, 1, 0);
-    out[n++] = JUMP(BPF_JEQ_K, SYS_unshare, 0, 3);
-    out[n++] = STMT(BPF_LD_W_ABS, OFF_ARG_LO(0));
-    out[n++] = JUMP(BPF_JSET_K, CLONE_NAMESPACES, 0, 1);
-    out[n++] = STMT(BPF_RET_K, RET_ERRNO(EPERM));
-    out[n++] = STMT(BPF_LD_W_ABS, OFF_NR);
+    label(&a, L_NS);
+    emit(&a, BPF_LD_W_ABS, OFF_ARG_LO(0), NEXT, NEXT);
+    emit(&a, BPF_JSET_K, CLONE_NAMESPACES, L_EPERM, L_ALLOW);
     /* personality: only the harmless ones. */
+    label(&a, L_PERS);
+    emit(&a, BPF_LD_W_ABS, OFF_ARG_LO(0), NEXT, NEXT);
     int npers = (int)(sizeof personalities / sizeof personalities[0]);
-    out[n++] = JUMP(BPF_JEQ_K, SYS_personality, 0, (unsigned char)(npers + 3));
-    out[n++] = STMT(BPF_LD_W_ABS, OFF_ARG_LO(0));
     for (int i = 0; i < npers; i++)
-        out[n++] = JUMP(BPF_JEQ_K, personalities[i], (unsigned char)(npers - i), 0);
-    out[n++] = STMT(BPF_RET_K, RET_ERRNO(EPERM));
-    out[n++] = STMT(BPF_RET_K, RET_ALLOW);
+        emit(&a, BPF_JEQ_K, personalities[i], L_ALLOW, i == npers - 1 ? L_EPERM : NEXT);
     /* ioctl(fd, TIOCSTI): typing into a terminal the call may share. */
-    out[n++] = JUMP(BPF_JEQ_K, SYS_ioctl, 0, 3);
-    out[n++] = STMT(BPF_LD_W_ABS, OFF_ARG_LO(1));
-    out[n++] = JUMP(BPF_JEQ_K, TIOCSTI_, 0, 1);
-    out[n++] = STMT(BPF_RET_K, RET_ERRNO(EPERM));
-    out[n++] = STMT(BPF_RET_K, RET_ALLOW);
-    return n;
+    label(&a, L_IOCTL);
+    emit(&a, BPF_LD_W_ABS, OFF_ARG_LO(1), NEXT, NEXT);
+    emit(&a, BPF_JEQ_K, TIOCSTI_, L_EPERM, L_ALLOW);
+    label(&a, L_ALLOW);
+    emit(&a, BPF_RET_K, RET_ALLOW, NEXT, NEXT);
+    label(&a, L_EPERM);
+    emit(&a, BPF_RET_K, RET_ERRNO(EPERM), NEXT, NEXT);
+    /* Resolve: a label becomes a forward offset (0-255: checked). */
+    for (int i = 0; i < a.n; i++) {
+        int targets[2] = {a.jt[i], a.jf[i]};
+        unsigned char *fields[2] = {&out[i].jt, &out[i].jf};
+        for (int t = 0; t < 2; t++) {
+            int target = targets[t];
+            int offset = target >= L_ALLOW ? a.at[target - L_ALLOW] - (i + 1) : target;
+            if (offset < 0 || offset > 255) {
+                dprintf(2, "stack-launch: seccomp filter: bad jump\n");
+                _exit(125);
+            }
+            *fields[t] = (unsigned char)offset;
+        }
+    }
+    return a.n;
 }
 #else
 static int build_filter(struct bpf_insn *out) {
@@ -335,12 +397,6 @@ static int build_filter(struct bpf_insn *out) {
 }
 #endif
 
-#define MAX_FILTER 160
-#ifdef FILTER_ARCH
-_Static_assert(6 + 2 * sizeof denied / sizeof denied[0] + 8 +
-                   4 + sizeof personalities / sizeof personalities[0] + 5 <= MAX_FILTER,
-               "the filter outgrows MAX_FILTER");
-#endif
 static struct bpf_insn filter[MAX_FILTER];
 static int filter_len;
 
