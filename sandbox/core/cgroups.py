@@ -27,6 +27,7 @@ cgroups and :func:`detect` says why.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import signal
@@ -117,7 +118,18 @@ class Group:
             OSError: the cgroup cannot be written (the call must not run).
         """
         if memory != self._memory:
-            self._set_memory(memory)
+            try:
+                self._set_memory(memory)
+            except OSError as exc:
+                if exc.errno != errno.EBUSY:
+                    raise
+                # v1 refuses a limit below what it cannot reclaim: tmpfs files
+                # an earlier step of the call (its compile) left.
+                why = (
+                    f"the call already holds more than its memory limit of {memory} bytes "
+                    "(files in its directory count)"
+                )
+                raise OSError(exc.errno, why) from exc
             self._memory = memory
         pids = None if processes is None else processes + PIDS_SLACK
         if pids != self._pids:
@@ -203,14 +215,16 @@ class Group:
         if not self._swap:
             _write(limit, value)
             return
-        # memory+swap must stay >= memory: raise it first when going up.
+        # memory+swap must stay >= memory: raised first when going up, lowered
+        # after it when going down.
         swap = self.memory_dir / "memory.memsw.limit_in_bytes"
-        try:
-            _write(limit, value)
-            _write(swap, value)
-        except OSError:
+        current = int(_read(limit))
+        if memory is None or memory >= current:
             _write(swap, value)
             _write(limit, value)
+        else:
+            _write(limit, value)
+            _write(swap, value)
 
     def _close_peak(self) -> None:
         if self._peak_fd >= 0:
