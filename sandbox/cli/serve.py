@@ -13,6 +13,7 @@ import trio
 
 from .. import __version__
 from ..app import open_app
+from ..core.engine import Engine
 from ..core.limits import Limits, parse_duration
 from ..features import jobs as ex
 from ..features.actions import action_directories, variables_from_env
@@ -23,6 +24,18 @@ from ..http.server import bind, serve
 from .common import add_config_flags, broker_from, configure_logging, load_config, watch_signals
 
 log = logging.getLogger("stack")
+
+
+def _confinement(engine: Engine) -> str:
+    """One line for the start banner: the per-call cgroups, seccomp, the write quota."""
+    config = engine.config
+    quota = (
+        f"a {config.disk >> 20} MiB / {config.disk_files} file tmpfs per call directory"
+        if engine.root and config.disk is not None
+        else "no write quota (not root, or disk: none)"
+    )
+    seccomp = "seccomp deny-list on" if engine.seccomp else "no seccomp filter"
+    return f"{engine.cgroup_detail}; {seccomp}; {quota}"
 
 
 def add_server_flags(parser: argparse.ArgumentParser) -> None:
@@ -236,6 +249,7 @@ def _run_server(args: argparse.Namespace, path: Path | None, *, execute: bool) -
                     where += f" and {url}/submissions (Judge0)"
                 print(f"stack: serving {what} at {where} [isolate={app.engine.isolation}]",
                       file=sys.stderr, flush=True)  # fmt: skip
+                print(f"stack: {_confinement(app.engine)}", file=sys.stderr, flush=True)
                 pools = app.engine.pool_stats()
                 if pools:
                     warm = ", ".join(f"{p.key.removeprefix('service:')} {p.size} {p.language}"

@@ -27,6 +27,7 @@ cgroups and :func:`detect` says why.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import signal
@@ -43,6 +44,9 @@ _V2_CONTROLLERS = ("memory", "pids", "cpu")
 # The launcher, its reaper and bubblewrap's two processes are in the group
 # too, besides the call's own processes (RLIMIT_NPROC counts only the call's uid).
 PIDS_SLACK = 4
+# Memory still charged to a group after its call, past which the group is
+# replaced by a fresh one before the next call (see Group.finish).
+STALE = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -64,12 +68,17 @@ class Measured:
 
 
 def _read(path: Path) -> str:
-    with open(path, encoding="ascii") as file:
-        return file.read()
+    # os.open and one read: a third of what open() costs, on every call's path.
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return os.read(fd, 65536).decode("ascii")
+    finally:
+        os.close(fd)
 
 
 def _write(path: Path, value: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    # O_TRUNC as a shell's ">" does: nothing to cgroupfs, right for plain files (tests).
+    fd = os.open(path, os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC)
     try:
         os.write(fd, value.encode())
     finally:
@@ -96,9 +105,10 @@ class Group:
         self.procs = [str(d / "cgroup.procs") for d in unique]
         self._memory: int | None | bool = False  # False: not set yet
         self._pids: int | None | bool = False
-        self._oom = 0
+        self._oom = -1  # the OOM-kill count before the call; -1: read it at prepare
         self._peak_fd = -1  # v2: memory.peak, reset through this descriptor
         self._swap = (self.memory_dir / "memory.memsw.limit_in_bytes").exists()
+        self.stale = False
 
     # -- per call ---------------------------------------------------------------
 
@@ -109,7 +119,18 @@ class Group:
             OSError: the cgroup cannot be written (the call must not run).
         """
         if memory != self._memory:
-            self._set_memory(memory)
+            try:
+                self._set_memory(memory)
+            except OSError as exc:
+                if exc.errno != errno.EBUSY:
+                    raise
+                # v1 refuses a limit below what it cannot reclaim: tmpfs files
+                # an earlier step of the call (its compile) left.
+                why = (
+                    f"the call already holds more than its memory limit of {memory} bytes "
+                    "(files in its directory count)"
+                )
+                raise OSError(exc.errno, why) from exc
             self._memory = memory
         pids = None if processes is None else processes + PIDS_SLACK
         if pids != self._pids:
@@ -117,7 +138,8 @@ class Group:
             self._pids = pids
         if self.version == "v1":
             _write(self.memory_dir / "memory.max_usage_in_bytes", "0")
-            self._oom = _counter(_read(self.memory_dir / "memory.oom_control"), "oom_kill")
+            if self._oom < 0:  # else known since the last call's finish
+                self._oom = _counter(_read(self.memory_dir / "memory.oom_control"), "oom_kill")
         else:
             self._close_peak()
             try:
@@ -130,21 +152,35 @@ class Group:
                     self._peak_fd = fd
                 except OSError:
                     os.close(fd)
-            self._oom = _counter(_read(self.memory_dir / "memory.events"), "oom_kill")
+            if self._oom < 0:
+                self._oom = _counter(_read(self.memory_dir / "memory.events"), "oom_kill")
 
     def finish(self) -> Measured:
-        """After the call: kill what is left in the group, read the peak and OOM kills."""
+        """After the call: kill what is left in the group, read the peak and OOM kills.
+
+        Memory can stay charged to the group after its call: files a call
+        left in a tmpfs that outlives it (the host's /dev/shm without
+        bubblewrap), page cache it read in. Past :data:`STALE` (or a quarter
+        of the limit) the group is marked ``stale`` and :meth:`Cgroups.group`
+        gives the uid a fresh one, so that no call starts with what an
+        earlier one left counted against its limit.
+        """
         left = self.kill()
         if self.version == "v1":
             peak: int | None = int(_read(self.memory_dir / "memory.max_usage_in_bytes"))
             oom = _counter(_read(self.memory_dir / "memory.oom_control"), "oom_kill")
+            usage = int(_read(self.memory_dir / "memory.usage_in_bytes"))
         else:
             peak = None
             if self._peak_fd >= 0:
                 peak = int(os.pread(self._peak_fd, 64, 0))
             self._close_peak()
             oom = _counter(_read(self.memory_dir / "memory.events"), "oom_kill")
-        return Measured(peak, oom > self._oom, left)
+            usage = int(_read(self.memory_dir / "memory.current"))
+        limit = self._memory if isinstance(self._memory, int) and self._memory else None
+        self.stale = usage > (min(STALE, limit // 4) if limit else STALE)
+        killed, self._oom = oom > self._oom, oom
+        return Measured(peak, killed, left)
 
     def kill(self) -> int:
         """SIGKILL every process in the group until it is empty; returns how many there were."""
@@ -180,19 +216,34 @@ class Group:
         if not self._swap:
             _write(limit, value)
             return
-        # memory+swap must stay >= memory: raise it first when going up.
+        # memory+swap must stay >= memory: raised first when going up, lowered
+        # after it when going down.
         swap = self.memory_dir / "memory.memsw.limit_in_bytes"
-        try:
-            _write(limit, value)
-            _write(swap, value)
-        except OSError:
+        current = int(_read(limit))
+        if memory is None or memory >= current:
             _write(swap, value)
             _write(limit, value)
+        else:
+            _write(limit, value)
+            _write(swap, value)
 
     def _close_peak(self) -> None:
         if self._peak_fd >= 0:
             os.close(self._peak_fd)
             self._peak_fd = -1
+
+    def retire(self) -> bool:
+        """Remove the group's directories if that can be done at once (it holds no process).
+
+        What is still charged to it stays counted in the server's parent
+        group, which has no limit.
+        """
+        try:
+            for directory in dict.fromkeys(self.dirs.values()):
+                directory.rmdir()
+        except OSError:
+            return False
+        return True
 
     def remove(self) -> None:
         """Empty the group and remove its directories (at engine close)."""
@@ -224,19 +275,26 @@ class Cgroups:
         self.parents = parents
         self.detail = detail
         self._groups: dict[int, Group] = {}
+        self._retired: list[Group] = []  # stale groups not removed yet (see close)
+        self._made = 0
 
     def group(self, uid: int) -> Group:
-        """The cgroup of ``uid``, made on its first use (blocking: a few mkdirs).
+        """The cgroup of ``uid``, made on its first use or when the last one went stale.
+
+        Blocking: a few mkdirs (and rmdirs) when one is made.
 
         Raises:
             OSError: it cannot be made.
         """
         found = self._groups.get(uid)
-        if found is not None:
+        if found is not None and not found.stale:
             return found
+        if found is not None and not found.retire():
+            self._retired.append(found)
+        self._made += 1
         dirs: dict[str, Path] = {}
         for controller, parent in self.parents.items():
-            path = parent / f"u{uid}"
+            path = parent / f"u{uid}.{self._made}"
             if path not in dirs.values():
                 path.mkdir(exist_ok=True)
             dirs[controller] = path
@@ -246,9 +304,10 @@ class Cgroups:
 
     def close(self) -> None:
         """Remove every group and the parents (blocking)."""
-        for group in self._groups.values():
+        for group in [*self._groups.values(), *self._retired]:
             group.remove()
         self._groups.clear()
+        self._retired.clear()
         for parent in dict.fromkeys(self.parents.values()):
             with contextlib.suppress(OSError):
                 parent.rmdir()
@@ -353,5 +412,5 @@ def detect(root: bool) -> tuple[Cgroups | None, str]:
     except OSError as exc:
         return None, f"no per-call cgroups: the cgroup hierarchy is not writable here ({exc})"
     where = next(iter(parents.values()))
-    made = Cgroups(version, parents, f"{detail} per call, under {where.parent}")
+    made = Cgroups(version, parents, f"{detail} per call, in {where}")
     return made, made.detail

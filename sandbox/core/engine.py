@@ -50,7 +50,7 @@ from .files import (
 )
 from .invocation import Invocation
 from .languages import Language, Registry
-from .launcher import Launch, launcher_path
+from .launcher import SECCOMP_FD, Launch, launcher_path, seccomp_filter
 from .leftovers import remove_leftovers
 from .limits import Limits
 from .observer import Observer
@@ -86,6 +86,8 @@ class EngineConfig:
             mounts a tmpfs of this size on each call's directory, see
             ``quota.py``); None for no quota (a plain directory).
         disk_files: files (inodes) a call may make there.
+        seccomp: install the launcher's seccomp filter in every call (see
+            ``_launcher.c`` and docs/SECURITY.md for the list).
     """
 
     isolate: str = "auto"
@@ -115,6 +117,7 @@ class EngineConfig:
     warm_idle: float = 60.0
     disk: int | None = 512 * 1024 * 1024
     disk_files: int = 32768
+    seccomp: bool = True
 
     def __post_init__(self) -> None:
         if self.isolate not in isolation.MODES:
@@ -153,7 +156,8 @@ class Engine:
                  isolation_mode: str, bwrap: str | None, base: Path, nursery: trio.Nursery,
                  calls: Path | None = None, dev: Path | None = None, etc: Path | None = None,
                  cgroups: cgrouplib.Cgroups | None = None,
-                 cgroup_detail: str = "no per-call cgroups") -> None:  # fmt: skip
+                 cgroup_detail: str = "no per-call cgroups",
+                 seccomp: bool = False) -> None:  # fmt: skip
         self.config = config
         self.registry = registry
         self.launcher = launcher
@@ -170,6 +174,8 @@ class Engine:
         # Set when the launcher could not make a pid namespace (see note_pidns).
         self.pidns_fallback: str | None = None
         self._mounted: set[Path] = set()  # call directories on a tmpfs of their own (quota.py)
+        # The launcher's seccomp filter applies to calls (see seccomp_filter).
+        self.seccomp = seccomp
         self._slots = trio.Semaphore(config.max_running)
         self._queued = 0
         self._running = 0
@@ -795,6 +801,9 @@ class Call:
             # One pid namespace per call: the launcher's, or under bwrap bwrap's own.
             pidns=not bwrap,
             cwd=None if bwrap else self.workdir,
+            # Under bwrap, bwrap installs the filter (--seccomp) in what it runs.
+            seccomp=engine.seccomp and not bwrap,
+            seccomp_fd=SECCOMP_FD if engine.seccomp and bwrap else None,
         ).argv()
         if bwrap:
             if engine.bwrap is None:
@@ -803,6 +812,7 @@ class Call:
             launch += isolation.bwrap_argv(
                 engine.bwrap, workdir=self.workdir, binds=binds, network=network, uid=self.uid,
                 dev=engine.dev, tmpfs_size=limits.memory or engine.config.disk, etc=engine.etc,
+                seccomp_fd=SECCOMP_FD if engine.seccomp else None,
             )  # fmt: skip
         return process.Spawn(
             argv=launch + argv,
@@ -987,11 +997,18 @@ async def _open_engine(config: EngineConfig, registry: Registry,
             etc = await trio.to_thread.run_sync(isolation.prepare_etc, base)
         cgroups, cgroup_detail = await trio.to_thread.run_sync(cgrouplib.detect, os.geteuid() == 0)
         log.info("limits: %s", cgroup_detail)
+        seccomp = False
+        if config.seccomp:
+            program = await trio.to_thread.run_sync(seccomp_filter, launcher)
+            seccomp = bool(program)
+            if not program:
+                log.warning("seccomp: no filter for this architecture; calls run without one")
         try:
             async with trio.open_nursery() as nursery:  # warm pools, cleanup retries
                 engine = Engine(config, registry, launcher=launcher, isolation_mode=mode,
                                 bwrap=bwrap, base=base, nursery=nursery, calls=calls, dev=dev,
-                                etc=etc, cgroups=cgroups, cgroup_detail=cgroup_detail)  # fmt: skip
+                                etc=etc, cgroups=cgroups, cgroup_detail=cgroup_detail,
+                                seccomp=seccomp)  # fmt: skip
                 await nursery.start(engine.serve_cleanup)
                 try:
                     yield engine

@@ -75,6 +75,7 @@ def bwrap_argv(
     dev: Path | None = None,
     tmpfs_size: int | None = None,
     etc: Path | None = None,
+    seccomp_fd: int | None = None,
 ) -> list[str]:
     """The bubblewrap command line for one call, up to and including ``--``.
 
@@ -103,6 +104,10 @@ def bwrap_argv(
             the cap holds where there is none. bubblewrap's own root is made
             read-only, so these and the call's directory are the only
             writable places.
+        seccomp_fd: the descriptor on which the launcher gives bubblewrap
+            the call's compiled seccomp filter (``-f``), installed in the
+            program bubblewrap runs, not in bubblewrap (which needs the
+            namespace calls it denies); None for none.
     """
     argv = [
         bwrap,
@@ -139,6 +144,8 @@ def bwrap_argv(
     ]  # fmt: skip
     for host, inside in binds:
         argv += ["--ro-bind", str(host), str(inside)]
+    if seccomp_fd is not None:
+        argv += ["--seccomp", str(seccomp_fd)]
     # bubblewrap's root is a tmpfs of its own, writable by the call and uncapped.
     argv += ["--remount-ro", "/", "--"]
     return argv

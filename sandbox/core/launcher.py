@@ -31,6 +31,9 @@ CONTROL_FD = 3
 """The call's response-control descriptor (fd 3 messages), as the program sees it."""
 STATUS_FD = 4
 """Where the launcher reports (``-s``): a ``{"reaper": PID}`` line, then its status line."""
+SECCOMP_FD = 5
+"""Where the launcher gives the program its compiled seccomp filter (``-f``): bubblewrap's
+``--seccomp`` descriptor."""
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,12 @@ class Launch:
             which makes its own).
         cwd: the program's working directory.
         status: report on :data:`STATUS_FD`.
+        seccomp: install the call's seccomp filter in the program, last thing
+            before its exec (``-F``).
+        seccomp_fd: instead, give the program the compiled filter to read on
+            this descriptor (``-f``; bubblewrap's ``--seccomp``, which
+            installs it in what it runs: bubblewrap itself needs the
+            namespace calls the filter denies).
     """
 
     launcher: Path
@@ -55,6 +64,8 @@ class Launch:
     pidns: bool = False
     cwd: Path | None = None
     status: bool = True
+    seccomp: bool = False
+    seccomp_fd: int | None = None
 
     def argv(self) -> list[str]:
         """The command line; ``no_new_privs`` is always set."""
@@ -67,6 +78,10 @@ class Launch:
             argv += ["-u", str(self.uid), "-g", str(self.uid)]
         for procs in self.cgroup_procs:
             argv += ["-G", procs]
+        if self.seccomp:
+            argv.append("-F")
+        if self.seccomp_fd is not None:
+            argv += ["-f", str(self.seccomp_fd)]
         for name, value in self.rlimits:
             argv += ["-r", f"{name}={value}"]
         if self.cwd is not None:
@@ -121,6 +136,16 @@ class LauncherStatus:
             exec_errno=int(found.get("exec_errno", 0)),
             pidns=bool(found["pidns"]) if asked_pidns and "pidns" in found else None,
         )
+
+
+def seccomp_filter(launcher: Path) -> bytes:
+    """The launcher's compiled seccomp filter (``stack-launch -S``; blocking).
+
+    Empty on an architecture the filter does not know (calls then run
+    without one).
+    """
+    done = subprocess.run([str(launcher), "-S"], capture_output=True, timeout=10, check=True)
+    return done.stdout
 
 
 def parse_reaper(line: bytes) -> int | None:

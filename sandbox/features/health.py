@@ -5,8 +5,9 @@ or held by a running call (a lost slot would wedge the server), bubblewrap
 still works (when it is the isolation), the queue is below its bound, and what
 other parts add (each configured broker connected). Warm pools are listed
 with their size and hit rate, the per-call cgroups (which version, or why
-there are none) and whether calls get the launcher's pid namespace (or its
-weaker fallback, marked ``degraded``): informational, always ok.
+there are none), the seccomp filter, and whether calls get the launcher's
+pid namespace (or its weaker fallback): informational, always ok, and
+marked ``degraded`` when weaker than it should be.
 """
 
 from __future__ import annotations
@@ -57,6 +58,11 @@ class Health:
         checks["cgroups"] = {"ok": True, "detail": self.engine.cgroup_detail}
         if self.engine.cgroups is None:
             checks["cgroups"]["degraded"] = True
+        checks["seccomp"] = (
+            {"ok": True, "detail": "every call under a seccomp deny-list (docs/SECURITY.md)"}
+            if self.engine.seccomp
+            else {"ok": True, "detail": "no seccomp filter on calls", "degraded": True}
+        )
         fallback = self.engine.pidns_fallback
         checks["pidns"] = (
             {"ok": True, "detail": f"fallback: {fallback}", "degraded": True}

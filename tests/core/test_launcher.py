@@ -18,6 +18,7 @@ import os
 import secrets
 import signal
 import stat
+import struct
 import subprocess
 import time
 from collections.abc import Sequence
@@ -28,7 +29,15 @@ from typing import Any
 import psutil
 import pytest
 
-from sandbox.core.launcher import STATUS_FD, Launch, LauncherStatus, launcher_path, parse_reaper
+from sandbox.core.launcher import (
+    SECCOMP_FD,
+    STATUS_FD,
+    Launch,
+    LauncherStatus,
+    launcher_path,
+    parse_reaper,
+    seccomp_filter,
+)
 
 SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin"
 SANDBOX_UID = 61917  # in the range the conftest's leftover check watches
@@ -321,6 +330,43 @@ def test_only_the_standard_fds_and_fd_3_reach_the_program(launcher: Path) -> Non
     assert sorted(int(fd) for fd in ran.stdout.split()) == [0, 1, 2, 3]
 
 
+# -- the seccomp filter -----------------------------------------------------------------
+
+
+def test_the_filter_is_printed_and_checks_the_architecture_first(launcher: Path) -> None:
+    program = seccomp_filter(launcher)
+    if not program:
+        pytest.skip(f"no filter for {os.uname().machine}")
+    assert len(program) % 8 == 0  # whole instructions
+    assert 8 * 16 <= len(program) <= 8 * 192
+    code, _, _, k = struct.unpack("<HBBI", program[:8])
+    assert (code, k) == (0x20, 4)  # load the architecture word of seccomp_data
+
+
+def test_with_F_the_program_cannot_make_a_namespace(launcher: Path) -> None:
+    if not seccomp_filter(launcher):
+        pytest.skip(f"no filter for {os.uname().machine}")
+    probe = shell("unshare -U true 2>/dev/null; echo rc=$?")
+    unfiltered = launch(launcher, ["-n"], probe)
+    if unfiltered.stdout != "rc=0\n":
+        pytest.skip("user namespaces are not available here: nothing to deny")
+    filtered = launch(launcher, ["-n", "-F"], probe)
+    assert filtered.stdout == "rc=1\n"
+    assert filtered.status["exit"] == 0
+
+
+def test_with_f_the_program_reads_the_compiled_filter(launcher: Path) -> None:
+    program = seccomp_filter(launcher)
+    read = ["python3", "-c", "import os, sys; sys.stdout.buffer.write(os.read(7, 65536))"]
+    done = subprocess.run([str(launcher), "-n", "-f", "7", "--", *read], capture_output=True,
+                          env={"PATH": SYSTEM_PATH}, timeout=30, check=False)  # fmt: skip
+    assert (done.returncode, done.stdout) == (0, program)
+    refused = subprocess.run([str(launcher), "-n", "-f", "3", "--", "true"], capture_output=True,
+                             text=True, timeout=30, check=False)  # fmt: skip
+    assert refused.returncode == 125
+    assert "-f" in refused.stderr
+
+
 # -- the Python side of the interface ----------------------------------------------------
 
 
@@ -333,6 +379,9 @@ def test_launch_builds_the_command_line(launcher: Path, tmp_path: Path) -> None:
         "-G", "/cg/cgroup.procs", "-r", "core=0", "-r", "nofile=64", "-c", str(tmp_path), "--",
     ]  # fmt: skip
     assert Launch(launcher, status=False).argv() == [str(launcher), "-n", "--"]
+    assert "-F" in Launch(launcher, seccomp=True).argv()
+    handed = Launch(launcher, seccomp_fd=SECCOMP_FD).argv()
+    assert handed[handed.index("-f") + 1] == str(SECCOMP_FD)
 
 
 def test_the_status_of_an_exit_as_parsed(launcher: Path) -> None:

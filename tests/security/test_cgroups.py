@@ -10,11 +10,13 @@ directory a tmpfs of its own with a size and file quota (see
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 
 import pytest
 
+from sandbox.core.engine import EngineConfig
 from sandbox.core.limits import Limits
 from sandbox.core.process import Outcome, Usage
 
@@ -143,3 +145,29 @@ async def test_healthz_says_which_cgroups_and_a_pid_namespace_fallback(stack, se
     assert health["pidns"]["ok"] is True, health["pidns"]
     assert health["pidns"]["degraded"] is True, health["pidns"]
     assert "could not make a pid namespace" in health["pidns"]["detail"]
+
+
+async def test_memory_a_call_leaves_behind_is_not_the_next_calls(stack, services):
+    # Without bubblewrap /dev/shm is the host's: a file left there stays
+    # charged to the cgroup of the call that wrote it. The next call of that
+    # slot must not start with it counted against its own limit (a guard on
+    # the cgroups' reuse; without cgroups there is nothing to poison).
+    need("python3")
+    name = f"/dev/shm/stack-security-left-{os.getpid()}"
+    folder = services(
+        {
+            "leave.sh": f"head -c 300M /dev/zero > {name}\necho left\n",
+            "alloc.py": "block = b'x' * (300 << 20)\nprint('allocated')\n",
+        }
+    )
+    config = EngineConfig(isolate="none", max_running=1,
+                          limits=Limits(memory=512 * MiB, file_size=GiB))  # fmt: skip
+    try:
+        async with stack(folder, config=config) as s:
+            left = await s.get("leave.sh")
+            after = await s.get("alloc.py")
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(name)  # one system call on a tmpfs: no thread needed
+    assert (left.status_code, left.text) == (200, "left\n")
+    assert (after.status_code, after.text) == (200, "allocated\n"), after.text
