@@ -39,7 +39,7 @@ log = logging.getLogger("stack")
 
 # v1 controllers: memory and pids are required, cpu is used when mounted.
 _V1_REQUIRED = ("memory", "pids")
-_V1_OPTIONAL = ("cpu",)
+_V1_OPTIONAL = ("cpu", "cpuacct")
 _V2_CONTROLLERS = ("memory", "pids", "cpu")
 # The launcher, its reaper and bubblewrap's two processes are in the group
 # too, besides the call's own processes (RLIMIT_NPROC counts only the call's uid).
@@ -58,6 +58,8 @@ class Measured:
             shared memory, page cache it brought in, kernel memory), in
             bytes; None when the kernel cannot reset the peak between calls.
         oom_killed: the kernel's OOM killer ended a process of the call.
+        cpu: CPU seconds of every process of the call, however it ended
+            (None without CPU accounting: v1 with no cpuacct hierarchy).
         leftovers: processes found in the group after the call and killed
             (always 0 unless something escaped the launcher's pid namespace).
     """
@@ -65,6 +67,7 @@ class Measured:
     peak: int | None
     oom_killed: bool
     leftovers: int = 0
+    cpu: float | None = None
 
 
 def _read(path: Path) -> str:
@@ -109,6 +112,14 @@ class Group:
         self._peak_fd = -1  # v2: memory.peak, reset through this descriptor
         self._swap = (self.memory_dir / "memory.memsw.limit_in_bytes").exists()
         self.stale = False
+        # CPU used by the group, read before and after each call: unlike the
+        # launcher's rusage it counts processes killed before anyone reaped
+        # them (bubblewrap's, at a timeout).
+        if version == "v1":
+            self._cpu_file = dirs["cpuacct"] / "cpuacct.usage" if "cpuacct" in dirs else None
+        else:
+            self._cpu_file = self.memory_dir / "cpu.stat"
+        self._cpu_before = 0.0
 
     # -- per call ---------------------------------------------------------------
 
@@ -136,6 +147,7 @@ class Group:
         if pids != self._pids:
             _write(self.dirs["pids"] / "pids.max", "max" if pids is None else str(pids))
             self._pids = pids
+        self._cpu_before = self._cpu() or 0.0
         if self.version == "v1":
             _write(self.memory_dir / "memory.max_usage_in_bytes", "0")
             if self._oom < 0:  # else known since the last call's finish
@@ -180,7 +192,21 @@ class Group:
         limit = self._memory if isinstance(self._memory, int) and self._memory else None
         self.stale = usage > (min(STALE, limit // 4) if limit else STALE)
         killed, self._oom = oom > self._oom, oom
-        return Measured(peak, killed, left)
+        cpu = self._cpu()
+        used = max(0.0, cpu - self._cpu_before) if cpu is not None else None
+        return Measured(peak, killed, left, used)
+
+    def _cpu(self) -> float | None:
+        """The group's CPU seconds so far, or None without CPU accounting."""
+        if self._cpu_file is None:
+            return None
+        try:
+            text = _read(self._cpu_file)
+        except OSError:
+            return None
+        if self.version == "v1":
+            return int(text) / 1e9  # nanoseconds
+        return _counter(text, "usage_usec") / 1e6
 
     def kill(self) -> int:
         """SIGKILL every process in the group until it is empty; returns how many there were."""

@@ -947,7 +947,10 @@ def _outcome(call: _Pump, wall: float, measured: Measured | None = None) -> Outc
     rss = st.maxrss if st is not None else 0
     usage = Usage(
         wall=wall,
-        cpu=st.cpu if st is not None else 0.0,
+        cpu=max(
+            st.cpu if st is not None else 0.0,
+            measured.cpu if measured is not None and measured.cpu is not None else 0.0,
+        ),
         memory=measured.peak if measured is not None and measured.peak is not None else rss,
         bytes_in=call.bytes_in,
         bytes_out=call.bytes_out,

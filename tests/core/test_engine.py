@@ -166,3 +166,32 @@ async def test_a_call_with_other_limits_leaves_the_warm_process_waiting() -> Non
         assert outcome.ok
         stats = engine.pool_stats()[0]
         assert (stats.hits, stats.early, stats.misses, stats.ready) == (0, 0, 1, 1)
+
+
+# -- usage is the whole call's, whatever ended it ----------------------------------
+
+SPIN = "x = bytearray(64 * 1024 * 1024)\nwhile True:\n    pass\n"
+
+
+async def test_a_timed_out_call_reports_the_cpu_and_memory_it_used(engine: Engine) -> None:
+    outcome, _ = await run(engine, "python", SPIN, limits=Limits(timeout=1.5))
+    assert outcome.reason == "timeout"
+    # It spun until killed: most of its wall time on a CPU (a loaded machine
+    # shares it), and it held its 64 MiB.
+    assert outcome.usage.cpu >= 0.25 * outcome.usage.wall, outcome.usage
+    assert outcome.usage.memory >= 64 * 1024 * 1024, outcome.usage
+
+
+async def test_a_cpu_limited_call_reports_its_cpu(engine: Engine) -> None:
+    outcome, _ = await run(engine, "python", SPIN, limits=Limits(cpu=1, timeout=30))
+    assert outcome.reason == "cpu"
+    assert outcome.usage.cpu >= 0.9, outcome.usage
+
+
+async def test_an_output_limited_call_reports_its_usage(engine: Engine) -> None:
+    code = "import sys\nwhile True:\n    sys.stdout.write('x' * 65536)\n"
+    outcome, out = await run(engine, "python", code, limits=Limits(output=1_000_000))
+    assert outcome.reason == "output"
+    assert outcome.usage.bytes_out == len(out.stdout) == 1_000_000
+    assert outcome.usage.cpu > 0
+    assert outcome.usage.memory > 1024 * 1024

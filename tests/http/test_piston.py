@@ -183,6 +183,17 @@ async def test_limits_above_the_maximum_are_400_naming_the_limit(client):
     assert server_max.json()["run"]["stdout"] == "ok\n"
 
 
+@pytest.mark.parametrize("isolate", ["none", "bwrap"])
+async def test_a_timed_out_job_reports_the_cpu_it_spun(client, isolate):
+    # It once answered "cpu_time": 3 for two seconds of spinning.
+    async with api(isolate) as url:
+        spun = await run(client, url, language="python", files=src("while True: pass"),
+                         run_timeout=2000)  # fmt: skip
+    result = spun.json()["run"]
+    assert result["status"] == "TO"
+    assert result["cpu_time"] >= 0.25 * result["wall_time"], result
+
+
 async def test_statuses_TO_SG_RE_OL_EL(client):  # noqa: N802 (Piston's names)
     async with api(output=1000) as url:
         timeout = await run(client, url, language="bash", files=src("sleep 30"),
