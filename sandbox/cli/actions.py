@@ -22,7 +22,14 @@ from ..core.engine import open_engine
 from ..errors import StackError
 from ..features import actions as act
 from ..features.reporting import Reporter
-from .common import add_config_flags, broker_from, configure_logging, load_config
+from .common import (
+    TIMEOUT_HELP,
+    HelpFormatter,
+    add_config_flags,
+    broker_from,
+    configure_logging,
+    load_config,
+)
 
 log = logging.getLogger("stack")
 NO_ACTIONS = ("no actions: pass --actions DIR, set STACK_ACTIONS (or EXO_ACTIONS), "
@@ -38,7 +45,8 @@ def _parser(command: str) -> argparse.ArgumentParser:
         "request": 'Handle a full request JSON ({"action", "input", "mapping"}) from FILE or '
         "stdin and print the response: stack request < request.json | jq",
     }
-    parser = argparse.ArgumentParser(prog=f"stack {command}", description=descriptions[command])
+    parser = argparse.ArgumentParser(prog=f"stack {command}", description=descriptions[command],
+                                     formatter_class=HelpFormatter)  # fmt: skip
     if command == "action":
         parser.add_argument("name", nargs="?", help="the action to show")
         parser.add_argument("--json", action="store_true", help="print JSON")
@@ -65,8 +73,8 @@ def _parser(command: str) -> argparse.ArgumentParser:
         )
         parser.add_argument("--wait", default="60s", help="how long to wait for the reply")
     parser.add_argument("-v", "--verbose", action="store_true", help="log to the terminal")
-    parser.add_argument("-t", "--timeout", default=None, help="wall-clock limit (ms, or 5s)")
-    add_config_flags(parser)
+    parser.add_argument("-t", "--timeout", default=None, help=TIMEOUT_HELP)
+    add_config_flags(parser, server=False)
     return parser
 
 

@@ -18,12 +18,13 @@ from ..core.control import Event, Head
 from ..core.engine import open_engine
 from ..core.process import CollectIO, Running
 from ..features import jobs as ex
-from .common import add_config_flags, exit_code, load_config
+from .common import TIMEOUT_HELP, HelpFormatter, add_config_flags, exit_code, load_config
 
 
 def exec_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="stack exec",
+        formatter_class=HelpFormatter,
         description="Run one file once, with the server's engine, limits and isolation: "
         "stdin to stdin, its stdout and stderr to yours, its exit code as ours.",
     )
@@ -32,9 +33,12 @@ def exec_parser() -> argparse.ArgumentParser:
     parser.add_argument("-l", "--language", help="its language, instead of detecting")
     parser.add_argument("--json", action="store_true",
                         help="print the result in Piston's shape instead of streaming")  # fmt: skip
-    parser.add_argument("-t", "--timeout", default=None, help="wall-clock limit (ms, or 5s)")
-    add_config_flags(parser)
+    parser.add_argument("-t", "--timeout", default=None, help=TIMEOUT_HELP)
+    add_config_flags(parser, server=False)
     return parser
+
+
+_MEMORY_SIGNALS = (signal.SIGSEGV, signal.SIGBUS, signal.SIGABRT)
 
 
 class _StreamIO(CollectIO):
@@ -77,6 +81,10 @@ def exec_command(args: argparse.Namespace) -> int:
     logging.getLogger("stack").setLevel(logging.WARNING)
     full = load_config(args)
     path: Path = args.file
+    if path.is_dir():
+        print(f"stack: {path} is a folder: stack exec runs one file (to serve a folder of "
+              f"scripts: stack {path})", file=sys.stderr)  # fmt: skip
+        return 2
     if not path.is_file():
         print(f"stack: {path}: no such file", file=sys.stderr)
         return 2
@@ -107,8 +115,15 @@ def exec_command(args: argparse.Namespace) -> int:
             if outcome is None:  # the compile failed
                 failed = done.build.outcome if done.build is not None else None
                 return (failed.exit_code if failed is not None else None) or 1
-            if outcome.reason not in ("ok", "exit", "signal"):
-                print(f"stack: {outcome.message}", file=sys.stderr)
+            if outcome.reason not in ("ok", "exit"):
+                message = outcome.message
+                memory = full.engine.limits.memory
+                if outcome.signal in _MEMORY_SIGNALS and memory is not None:
+                    message += (
+                        f" (under its memory limit of {memory / 2**20:g} MiB: if that is "
+                        "too little for its interpreter to start, raise --memory)"
+                    )
+                print(f"stack: {message}", file=sys.stderr)
             name = signal.Signals(outcome.signal).name if outcome.signal else None
             return exit_code(outcome.exit_code, name)
 
