@@ -245,16 +245,24 @@ def configure_logging(verbose: bool, *, terminal_level: int = logging.INFO,
     )
     handler.setLevel(terminal_level)
     if not verbose:
-        handler.addFilter(lambda record: record.name != "stack.access")
-    root = logging.getLogger("stack")
-    root.addHandler(handler)
-    root.setLevel(logging.INFO)
-    logging.getLogger("hypercorn.error").addHandler(handler)
+        # Without -v, a call's line shows only when it failed (logged at WARNING).
+        handler.addFilter(
+            lambda record: record.name != "stack.access" or record.levelno >= logging.WARNING
+        )
+    to_file = None
     log_file = os.environ.get("STACK_LOG")
     if log_file:
         to_file = logging.FileHandler(log_file, encoding="utf-8")
         to_file.setFormatter(formatter(log_format))
-        root.addHandler(to_file)
+    # "sandbox" holds the brokers' loggers (connection lost, reconnected...):
+    # the same handlers, so they follow --log-format and STACK_LOG too.
+    for name in ("stack", "sandbox"):
+        logger = logging.getLogger(name)
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        if to_file is not None:
+            logger.addHandler(to_file)
+    logging.getLogger("hypercorn.error").addHandler(handler)
 
 
 def exit_code(code: int | None, signal_name: str | None) -> int:

@@ -175,7 +175,11 @@ class _HttpIO:
                 if trio.current_time() >= self._flush_at:
                     self._flush_at = math.inf
                     await self._flush()
-            call.cancel()
+            if not self.ended:
+                # A client gone after the whole response (the script sent
+                # ``end``) is not a client gone: the call exits by itself, under
+                # its limits, and its outcome and usage are logged as any other's.
+                call.cancel()
 
     def stop_watching(self) -> None:
         """The response is finished (or given up): end :meth:`watch`."""
@@ -459,6 +463,7 @@ class StackApp:
             await send(message)
 
         outcome: Outcome | None = None
+        error: StackError | None = None
         try:
             outcome = await self._handle(scope, receive, counting_send, request_id)
         except (StackError, BaseExceptionGroup) as exc:
@@ -469,7 +474,8 @@ class StackApp:
                 await send_error(counting_send, error, request_id)
         finally:
             if access_log.isEnabledFor(logging.INFO):
-                _log_access(scope, status_box[0], request_id, started, outcome)
+                outcome = outcome or scope.get("stack.outcome")
+                _log_access(scope, status_box[0], request_id, started, outcome, error)
 
     async def _handle(self, scope: Scope, receive: Receive, send: Send,
                       request_id: str) -> Outcome | None:  # fmt: skip
@@ -570,8 +576,11 @@ class StackApp:
                             code_dir=service.code_dir,
                         )
                         outcome = await call.run(invocation, io)
+                        # Kept on the scope for the access line, written even
+                        # when what follows is cancelled (a server stopping).
+                        scope["stack.outcome"] = outcome
                 # The call is over, its slot free: the rest is the client's.
-                return await self._respond(io, outbox, outcome, body, send, request_id)
+                return await self._respond(io, outbox, outcome, body, send, request_id, scope)
             finally:
                 io.stop_watching()
                 outbox.close()
@@ -612,13 +621,14 @@ class StackApp:
         return b"".join(raw)
 
     async def _respond(self, io: _HttpIO, outbox: Outbox, outcome: Outcome | None, body: Body,
-                       send: Send, request_id: str) -> Outcome | None:  # fmt: skip
+                       send: Send, request_id: str, scope: Scope) -> Outcome | None:  # fmt: skip
         """Finish the response of a call that is over (None: the client went away)."""
         io.running = False
         await _drain(body)
         if outcome is None:
-            # The client went away: the call was killed and reaped.
-            log.info("[%s] the client disconnected; the call was killed", request_id)
+            # The client went away: the call was killed and reaped (the access
+            # line says so).
+            scope["stack.disconnected"] = True
             outbox.abort()
         elif outcome.head_sent:
             await io.finish(outcome)
@@ -743,8 +753,12 @@ def _request_info(scope: Scope, script_name: str, path_info: str) -> hooklib.Req
 
 
 def _log_access(scope: Scope, status: int, request_id: str, started: float,
-                outcome: Outcome | None) -> None:  # fmt: skip
-    """One line per request; with --log-format json, its fields as JSON."""
+                outcome: Outcome | None, error: StackError | None = None) -> None:  # fmt: skip
+    """One line per request; with --log-format json, its fields as JSON.
+
+    A failed call (a 5xx, or an outcome that is not ``ok``) is logged at
+    WARNING, so it shows without ``-v``; the rest at INFO.
+    """
     elapsed = time.monotonic() - started
     path = scope.get("path", "")
     route = scope.get("stack.route")
@@ -763,19 +777,32 @@ def _log_access(scope: Scope, status: int, request_id: str, started: float,
         fields["language"] = scope["stack.language"]
     if principal is not None:
         fields["principal"] = principal.name
+    failed = status >= 500 or (outcome is not None and not outcome.ok)
+    level = logging.WARNING if failed else logging.INFO
     if outcome is None:
-        access_log.info("%s %s %d %.1fms [%s]", scope.get("method"), path, status,
-                        elapsed * 1000, request_id, extra={"stack": fields})  # fmt: skip
+        reason = ""
+        if error is not None:
+            fields["reason"] = error.code
+            reason = f" {error.code}: {error.message}"
+        elif scope.get("stack.disconnected"):
+            fields["reason"] = "disconnected"
+            reason = " disconnected (the client left; the call was killed)"
+        access_log.log(level, "%s %s %d%s %.1fms [%s]", scope.get("method"), path, status,
+                       reason, elapsed * 1000, request_id, extra={"stack": fields})  # fmt: skip
         return
     usage = outcome.usage
     fields["reason"] = outcome.reason
     fields["usage"] = usage.to_json()
-    access_log.info(
+    reason = outcome.reason
+    if failed and outcome.message:
+        reason += f" ({outcome.message})"
+    access_log.log(
+        level,
         "%s %s %d %s wall=%.1fms cpu=%.1fms mem=%.1fMiB [%s]",
         scope.get("method"),
         path,
         status,
-        outcome.reason,
+        reason,
         usage.wall * 1000,
         usage.cpu * 1000,
         usage.memory / 1024 / 1024,

@@ -5,13 +5,21 @@ Each test runs the real `stack` command as a subprocess, as a user types it.
 
 from __future__ import annotations
 
+import json
+import os
+import re
+import shutil
+import signal
+import socket
 import subprocess
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from ..conftest import EXAMPLES
-from ..helpers import STACK
+from ..helpers import STACK, free_port, stack_server
 
 ACTIONS = EXAMPLES.parent / "actions"
 COMMANDS = ("serve", "exec", "languages", "action", "run", "request", "worker", "key")
@@ -146,3 +154,114 @@ def test_exec_of_a_folder_says_it_is_a_folder(tmp_path: Path):
     done = stack("exec", str(tmp_path))
     assert done.returncode == 2
     assert f"{tmp_path} is a folder: stack exec runs one file" in done.stderr
+
+
+# Logs ---------------------------------------------------------------------
+
+
+def _read_until(proc: subprocess.Popen[str], needle: str, timeout: float = 30) -> list[str]:
+    """Lines of ``proc``'s stderr up to the first holding ``needle``."""
+    assert proc.stderr is not None
+    lines: list[str] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        assert line, f"stack ended before {needle!r}: {''.join(lines)}"
+        lines.append(line)
+        if needle in line:
+            return lines
+    raise AssertionError(f"no {needle!r} in {timeout} s: {''.join(lines)}")
+
+
+def test_failed_calls_are_logged_without_v_and_successes_are_not(tmp_path: Path):
+    (tmp_path / "ok.py").write_text("print('fine')\n")
+    (tmp_path / "fail.py").write_text("import sys\nsys.exit(3)\n")
+    (tmp_path / "slow.sh").write_text("sleep 30\n")
+    with stack_server(str(tmp_path), "-p", "0", "-t", "1s", "--isolate", "none") as (url, proc):
+        assert httpx.get(url + "/ok.py", timeout=30).text == "fine\n"
+        assert httpx.get(url + "/fail.py", timeout=30).status_code == 500
+        assert httpx.get(url + "/slow.sh", timeout=30).status_code == 504
+        lines = _read_until(proc, "GET /slow.sh 504")
+    said = "".join(lines)
+    assert "GET /fail.py 500 exit (the script exited with status 3) wall=" in said
+    assert "GET /slow.sh 504 timeout (" in said
+    assert "/ok.py" not in said
+    assert "disconnected" not in said
+
+
+def test_verbose_lines_carry_reason_cpu_and_memory(tmp_path: Path):
+    (tmp_path / "hello.py").write_text("print('hi')\n")
+    with stack_server(str(tmp_path / "hello.py"), "-p", "0", "-v", "--isolate", "none") as (
+        url,
+        proc,
+    ):
+        for _ in range(3):
+            assert httpx.get(url, timeout=30).text == "hi\n"
+        lines = [line for line in _read_until(proc, "GET / 200") if "GET /" in line]
+        lines += [line for line in _read_until(proc, "GET / 200") if "GET /" in line]
+    for line in lines:
+        assert re.search(r"GET / 200 ok wall=[\d.]+ms cpu=[\d.]+ms mem=[\d.]+MiB", line), line
+    assert "the client disconnected" not in "".join(lines)
+
+
+def test_broker_warnings_follow_log_format_json_and_stack_log(tmp_path: Path):
+    log_file = tmp_path / "stack.log"
+    env = {**os.environ, "STACK_LOG": str(log_file)}
+    broker = f"nats://127.0.0.1:{free_port()}"  # nothing listens there
+    proc = subprocess.Popen([*STACK, "serve", "--gateway", broker, "-p", "0", "--log-format",
+                             "json", "--isolate", "none"], stderr=subprocess.PIPE, text=True,
+                            env=env)  # fmt: skip
+    try:
+        lines = _read_until(proc, "sandbox.brokers")
+        for _ in range(100):  # the file's handler writes the same record just after
+            if "sandbox.brokers" in log_file.read_text():
+                break
+            time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=20)
+        assert proc.stderr is not None
+        proc.stderr.close()
+    warning = json.loads(lines[-1])
+    assert warning["logger"] == "sandbox.brokers"
+    assert warning["level"] == "warning"
+    assert "NATS" in warning["message"]
+    logged = [json.loads(line) for line in log_file.read_text().splitlines()]
+    assert any(entry["logger"] == "sandbox.brokers" for entry in logged)
+
+
+@pytest.mark.skipif(shutil.which("nats-server") is None, reason="nats-server is not installed")
+def test_a_broker_that_comes_back_is_logged_as_reconnected(tmp_path: Path):
+    port = free_port()
+
+    def nats() -> subprocess.Popen[bytes]:
+        server = subprocess.Popen(["nats-server", "-a", "127.0.0.1", "-p", str(port)],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        for _ in range(100):
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    return server
+            time.sleep(0.05)
+        server.kill()
+        raise AssertionError("nats-server did not start")
+
+    first = nats()
+    proc = subprocess.Popen([*STACK, "serve", "--gateway", f"nats://127.0.0.1:{port}", "-p",
+                             "0", "--isolate", "none"], stderr=subprocess.PIPE, text=True)  # fmt: skip
+    second = None
+    try:
+        _read_until(proc, " at http://")
+        first.terminate()
+        first.wait(timeout=10)
+        _read_until(proc, "broker")
+        second = nats()
+        _read_until(proc, "reconnected", timeout=60)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=20)
+        assert proc.stderr is not None
+        proc.stderr.close()
+        for server in (first, second):
+            if server is not None and server.poll() is None:
+                server.terminate()
+                server.wait(timeout=10)
