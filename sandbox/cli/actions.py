@@ -22,6 +22,7 @@ from ..core.engine import open_engine
 from ..errors import StackError
 from ..features import actions as act
 from ..features.reporting import Reporter
+from ._table import table
 from .common import (
     TIMEOUT_HELP,
     HelpFormatter,
@@ -145,7 +146,7 @@ async def _main(command: str, args: argparse.Namespace, config: Config,
             log.warning("action not loaded: %s", problem)
         if command == "run":
             try:
-                action = actions.get(args.name)
+                action = _get(actions, args.name)
                 value = act.coerce_inputs(args.input, action.input_schema)
             except act.ActionError as exc:
                 return _print(act.failed(exc))
@@ -171,6 +172,33 @@ async def _main(command: str, args: argparse.Namespace, config: Config,
         return _print(result.response)
 
 
+def _get(actions: act.ActionSet, name: str) -> act.Action:
+    """The action ``name``; if its manifest is broken, why it did not load.
+
+    Raises:
+        ActionError: unknown, or not loaded (naming the file and the problem).
+    """
+    try:
+        return actions.get(name)
+    except act.ActionError:
+        for problem in actions.problems:
+            if problem.path.parent.name == name or _declares(problem.path, name):
+                raise act.ActionError(
+                    "action_not_loaded", "action", f"action {name!r} did not load: {problem}"
+                ) from None
+        raise
+
+
+def _declares(manifest: Path, name: str) -> bool:
+    """Whether a (broken) manifest says ``name: NAME`` at its top level."""
+    try:
+        text = manifest.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    wanted = {f"name: {name}", f"name: '{name}'", f'name: "{name}"'}
+    return any(line.rstrip() in wanted for line in text.splitlines())
+
+
 def _print(response: dict[str, Any]) -> int:
     print(json.dumps(response, indent=2, ensure_ascii=False))
     return 0 if response.get("status") == "OK" else 1
@@ -181,7 +209,7 @@ def _show(actions: act.ActionSet, args: argparse.Namespace) -> int:
         print(f"warning: action not loaded: {problem}", file=sys.stderr)
     if args.name:
         try:
-            action = actions.get(args.name)
+            action = _get(actions, args.name)
         except act.ActionError as exc:
             print(f"stack: {exc.message}", file=sys.stderr)
             return 1
@@ -209,9 +237,14 @@ def _show(actions: act.ActionSet, args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    width = max((len(r["name"]) for r in rows), default=4)
-    for r in rows:
-        first = (r["description"].splitlines() or [""])[0]
-        tags = f"  [{', '.join(r['tags'])}]" if r["tags"] else ""
-        print(f"{r['name']:<{width}}  {r['language']:<10}  {first}{tags}")
+    if rows:
+        lines = [
+            [r["name"], r["language"], ", ".join(r["tags"]) or "-",
+             (r["description"].splitlines() or [""])[0]]
+            for r in rows
+        ]  # fmt: skip
+        print(table(["NAME", "LANGUAGE", "TAGS", "DESCRIPTION"], lines))
+    if actions.problems:
+        print(f"stack: {len(actions.problems)} action(s) did not load (above)", file=sys.stderr)
+        return 1
     return 0

@@ -265,3 +265,94 @@ def test_a_broker_that_comes_back_is_logged_as_reconnected(tmp_path: Path):
             if server is not None and server.poll() is None:
                 server.terminate()
                 server.wait(timeout=10)
+
+
+# Actions and tables -------------------------------------------------------
+
+
+@pytest.fixture
+def broken_actions(tmp_path: Path) -> Path:
+    folder = tmp_path / "actions" / "a3"
+    folder.mkdir(parents=True)
+    (folder / "action.yaml").write_text("name: a3\nentry: main.py\ninput: {type: nonsense}\n")
+    (folder / "main.py").write_text("print('{}')\n")
+    return tmp_path / "actions"
+
+
+def test_running_a_broken_action_says_why_it_did_not_load(broken_actions: Path):
+    done = stack("run", "a3", "--actions", str(broken_actions))
+    assert done.returncode == 1
+    error = json.loads(done.stdout)["error"]
+    assert error["code"] == "action_not_loaded"
+    assert "action 'a3' did not load:" in error["message"]
+    assert "action.yaml (field 'input')" in error["message"]
+    shown = stack("action", "a3", "--actions", str(broken_actions))
+    assert shown.returncode == 1
+    assert "action 'a3' did not load" in shown.stderr
+
+
+def test_listing_only_broken_actions_fails(broken_actions: Path):
+    done = stack("action", "--actions", str(broken_actions))
+    assert done.returncode == 1
+    assert "action not loaded" in done.stderr
+    assert "1 action(s) did not load" in done.stderr
+
+
+def test_action_list_is_a_table_with_a_header():
+    done = stack("action", "--actions", str(ACTIONS))
+    assert done.returncode == 0
+    header, *rows = done.stdout.splitlines()
+    assert header.split() == ["NAME", "LANGUAGE", "TAGS", "DESCRIPTION"]
+    column = header.index("LANGUAGE")
+    for row in rows:
+        assert row[column - 2 : column] == "  "  # aligned under the header
+        assert row[column] != " "
+    assert any(row.startswith("hello-python ") for row in rows)
+
+
+def test_languages_is_a_table_with_a_header():
+    header, *rows = stack("languages").stdout.splitlines()
+    assert header.split() == ["LANGUAGE", "EXTENSIONS", "VERSION", "INTERPRETER"]
+    column = header.index("VERSION")
+    python = next(row for row in rows if row.startswith("python "))
+    assert python[column].isdigit()
+
+
+# Keys and the rate limit --------------------------------------------------
+
+
+def test_keys_are_created_listed_and_revoked(tmp_path: Path):
+    keys = tmp_path / "keys.yaml"
+    created = stack("key", "create", "ci", "--scopes", "execute,actions", "--keys", str(keys))
+    assert created.returncode == 0, created.stderr
+    assert created.stdout.startswith("key: sk_")
+    assert stack("key", "create", "ops", "--scopes", "admin", "--keys", str(keys)).returncode == 0
+    again = stack("key", "create", "ci", "--keys", str(keys))
+    assert again.returncode == 2
+    assert "already has a key named 'ci'" in again.stderr
+    config = tmp_path / "stack.yaml"
+    config.write_text(f"auth:\n  keys_file: {keys.name}\n")
+    listed = stack("key", "list", "--config", str(config))
+    header, *rows = listed.stdout.splitlines()
+    assert header.split() == ["NAME", "SCOPES", "RATE", "SHA256", "FILE"]
+    assert [row.split()[:2] for row in rows] == [["ci", "execute,actions"], ["ops", "admin"]]
+    revoked = stack("key", "revoke", "ci", "--keys", str(keys))
+    assert revoked.returncode == 0
+    assert "revoked 'ci'" in revoked.stdout
+    after = json.loads(stack("key", "list", "--keys", str(keys), "--json").stdout)
+    assert [entry["name"] for entry in after] == ["ops"]
+    assert stack("key", "revoke", "ci", "--keys", str(keys)).returncode == 1
+
+
+def test_the_rate_limit_body_and_header_agree(tmp_path: Path):
+    (tmp_path / "hi.sh").write_text("echo hi\n")
+    config = tmp_path / "stack.yaml"
+    config.write_text("rate_limit: {per_address: 1/s}\n")
+    with stack_server(str(tmp_path / "hi.sh"), "-p", "0", "--config", str(config),
+                      "--isolate", "none") as (url, _):  # fmt: skip
+        responses = [httpx.get(url, timeout=30) for _ in range(4)]
+    limited = [r for r in responses if r.status_code == 429]
+    assert limited
+    for response in limited:
+        retry = response.headers["retry-after"]
+        assert f"retry in {retry} s" in response.json()["message"]
