@@ -7,6 +7,7 @@ unreadable files, no actions).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -35,6 +36,9 @@ from .common import (
 log = logging.getLogger("stack")
 NO_ACTIONS = ("no actions: pass --actions DIR, set STACK_ACTIONS (or EXO_ACTIONS), "
               "or run where an ./actions folder is")  # fmt: skip
+
+VIA_CONNECT_TIMEOUT = 2.0
+"""Seconds ``stack request --via URL`` tries to reach the broker."""
 
 
 def _parser(command: str) -> argparse.ArgumentParser:
@@ -108,6 +112,10 @@ async def _via(args: argparse.Namespace, config: Config, request: Any) -> int:
     if isinstance(request, act.ActionError):
         return _print(act.failed(request))
     broker_config = broker_from(args.via, config)
+    if broker_config.name == "cli":
+        # A URL on the command line: a broker that refuses is an answer, not
+        # something to wait 10 s for (a configured broker keeps its own).
+        broker_config = dataclasses.replace(broker_config, connect_timeout=VIA_CONNECT_TIMEOUT)
     try:
         async with open_broker(broker_config) as broker:
             wait = parse_duration(args.wait, default_unit="s")

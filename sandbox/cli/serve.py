@@ -35,6 +35,8 @@ from .common import (
 log = logging.getLogger("stack")
 
 DEFAULT_PORT = 3000
+STOP_GRACE = 1.0
+"""Seconds Hypercorn gives requests once the drain is over (they had the --grace already)."""
 
 
 def _confinement(engine: Engine) -> str:
@@ -259,14 +261,20 @@ def _run_server(args: argparse.Namespace, path: Path | None, *, execute: bool) -
             draining = trio.Event()
 
             async def drain() -> None:
+                # SIGTERM: keep answering (/readyz says 503, new calls get 503)
+                # while the calls in flight finish, for at most the grace; then
+                # stop the server, which cancels what is left.
                 await draining.wait()
                 app.health.draining = True
+                with trio.move_on_after(grace):
+                    await app.wait_idle()
 
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(watch_signals, draining, nursery.cancel_scope)
 
                 async def serving(task_status: trio.TaskStatus[str]) -> None:
-                    await serve(app, sock, shutdown_trigger=drain, grace=grace,
+                    # The grace is spent in drain(), while still answering.
+                    await serve(app, sock, shutdown_trigger=drain, grace=STOP_GRACE,
                                 clients=full.http, task_status=task_status)  # fmt: skip
                     nursery.cancel_scope.cancel()  # served out: stop watching signals
 

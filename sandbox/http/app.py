@@ -337,6 +337,9 @@ class StackApp:
             metrics.watch_engine(engine)
         self.metrics = metrics
         self._pools: dict[str, str | None] = {}
+        self._in_flight = 0
+        self._idle = trio.Event()
+        self._idle.set()
         self._limits: dict[str, tuple[Mapping[str, Any], Limits]] = {}
 
     def warm_pool(self, service: Service) -> str | None:
@@ -373,6 +376,38 @@ class StackApp:
             return
         if scope["type"] in ("http", "websocket"):
             scope["stack.route"] = route_of(_route_path(scope), self.doors)
+            if scope["stack.route"].door != "ops":
+                if self.health.draining:
+                    await self._refuse_draining(scope, send)
+                    return
+                self._in_flight += 1
+                self._idle = trio.Event() if self._in_flight == 1 else self._idle
+                try:
+                    await self._serve(scope, receive, send)
+                finally:
+                    self._in_flight -= 1
+                    if not self._in_flight:
+                        self._idle.set()
+                return
+        await self._serve(scope, receive, send)
+
+    async def wait_idle(self) -> None:
+        """Wait until no request is in flight (health and metrics do not count)."""
+        while self._in_flight:
+            await self._idle.wait()
+
+    async def _refuse_draining(self, scope: Scope, send: Send) -> None:
+        # Draining after SIGTERM: the server still answers (so load balancers
+        # see /readyz say 503) but starts nothing new.
+        if scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1012, "reason": "draining"})
+            return
+        body = {"error": "draining", "message": "the server is shutting down: try another "
+                "instance, or again shortly"}  # fmt: skip
+        await send_json(send, 503, body, new_request_id(), [(b"retry-after", b"5")])
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket"):
             admitted = await self._admit(scope, receive, send)
             if admitted is None:
                 return

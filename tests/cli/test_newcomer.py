@@ -12,6 +12,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -356,3 +357,91 @@ def test_the_rate_limit_body_and_header_agree(tmp_path: Path):
     for response in limited:
         retry = response.headers["retry-after"]
         assert f"retry in {retry} s" in response.json()["message"]
+
+
+# Shutdown, workers, brokers -----------------------------------------------
+
+
+def test_readyz_answers_503_while_draining_then_the_server_stops(tmp_path: Path):
+    (tmp_path / "slow.sh").write_text("sleep 2\necho finished\n")
+    with stack_server(str(tmp_path / "slow.sh"), "-p", "0", "--isolate", "none") as (url, proc):
+        assert httpx.get(url + "/readyz", timeout=10).status_code == 200
+        result: dict[str, httpx.Response] = {}
+        thread = threading.Thread(target=lambda: result.update(r=httpx.get(url, timeout=30)))
+        thread.start()
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+        ready = httpx.get(url + "/readyz", timeout=10)
+        new = httpx.get(url, timeout=10)
+        thread.join(30)
+        proc.wait(timeout=30)
+    assert ready.status_code == 503
+    assert ready.headers["retry-after"] == "5"
+    assert ready.json()["status"] == "draining"
+    assert new.status_code == 503
+    assert new.json()["error"] == "draining"
+    assert result["r"].text == "finished\n"
+    assert proc.returncode == 0
+
+
+def test_serve_no_execute_with_nothing_to_serve_does_not_start():
+    done = stack("serve", "--no-execute", "-p", "0")
+    assert done.returncode == 2
+    assert "--no-execute leaves nothing to serve" in done.stderr
+
+
+def test_request_via_a_refusing_broker_fails_fast_and_says_it_once():
+    started = time.monotonic()
+    done = stack("request", "--via", f"nats://127.0.0.1:{free_port()}",
+                 input='{"action": "hello-python", "input": {"name": "A"}}')  # fmt: skip
+    assert time.monotonic() - started < 8
+    assert done.returncode == 2
+    assert done.stderr.count("Connect call failed") == 1, done.stderr
+    assert "cannot connect to the NATS broker" in done.stderr
+
+
+@pytest.mark.skipif(shutil.which("nats-server") is None, reason="nats-server is not installed")
+def test_worker_grace_bounds_the_drain(tmp_path: Path):
+    action = tmp_path / "actions" / "slow"
+    action.mkdir(parents=True)
+    (action / "action.yaml").write_text(
+        "name: slow\nentry: main.py\ninput: {type: object}\noutput: {type: object}\n"
+        "limits: {timeout: 60s}\n"
+    )
+    (action / "main.py").write_text("import time\ntime.sleep(50)\nprint('{}')\n")
+    port = free_port()
+    nats = subprocess.Popen(["nats-server", "-a", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    broker = f"nats://127.0.0.1:{port}"
+    worker = subprocess.Popen([*STACK, "worker", "--broker", broker, "--actions",
+                               str(tmp_path / "actions"), "--grace", "1s", "--isolate", "none"],
+                              stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        _read_until(worker, "stack: worker on")
+        request = subprocess.Popen([*STACK, "request", "--via", broker, "--wait", "30s"],
+                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True)  # fmt: skip
+        assert request.stdin is not None
+        request.stdin.write('{"action": "slow", "input": {}}')
+        request.stdin.close()
+        time.sleep(2)  # the request is running in the worker
+        started = time.monotonic()
+        worker.send_signal(signal.SIGTERM)
+        lines = _read_until(worker, "grace of 1 s is over")
+        worker.wait(timeout=20)
+        assert time.monotonic() - started < 10
+        assert "SIGTERM" in "".join(lines)
+        request.kill()
+        request.wait()
+        for stream in (request.stdout, request.stderr):
+            assert stream is not None
+            stream.close()
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+        worker.wait()
+        assert worker.stderr is not None
+        worker.stderr.close()
+        nats.terminate()
+        nats.wait(timeout=10)
