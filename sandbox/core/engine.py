@@ -88,6 +88,8 @@ class EngineConfig:
         disk_files: files (inodes) a call may make there.
         seccomp: install the launcher's seccomp filter in every call (see
             ``_launcher.c`` and docs/SECURITY.md for the list).
+        build_cache: a folder keeping builds across runs (``stack exec``: the
+            user's cache folder), or None: builds last as long as the engine.
     """
 
     isolate: str = "auto"
@@ -118,6 +120,7 @@ class EngineConfig:
     disk: int | None = 512 * 1024 * 1024
     disk_files: int = 32768
     seccomp: bool = True
+    build_cache: Path | None = None
 
     def __post_init__(self) -> None:
         if self.isolate not in isolation.MODES:
@@ -181,7 +184,7 @@ class Engine:
         self._running = 0
         self._calls = 0
         self._uids = isolation.UidPool(config.uid_base, config.max_running) if self.root else None
-        self.builds = BuildCache(base / "builds")
+        self.builds = BuildCache(base / "builds", persistent=config.build_cache)
         self.observers: list[Observer] = []
         self._staged: set[str] = set()
         self._counter = 0
@@ -695,6 +698,8 @@ class Call:
         key = engine.builds.key(lang, installed.version or "", sources)
         async with engine.builds.lock(key):
             cached = engine.builds.get(key)
+            if cached is None and engine.builds.persistent is not None:
+                cached = await trio.to_thread.run_sync(engine.builds.restore, key)
             if cached is not None:
                 return Build(None, b"", b"", b"", cached, cached=True)
             out = self.workdir / ".build"

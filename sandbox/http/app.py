@@ -34,6 +34,7 @@ from ..features.health import Health
 from ..features.jobs import DEFAULT_OUTPUT
 from ..features.metrics import CONTENT_TYPE as METRICS_TYPE
 from ..features.metrics import Metrics
+from ..features.paths import UserPaths
 from ..features.services import Service, Services
 from . import piston
 from . import request as hooklib
@@ -80,7 +81,8 @@ class _HttpIO:
     """
 
     def __init__(self, outbox: Outbox, body: Body, request_id: str, stream: bool,
-                 method: str) -> None:  # fmt: skip
+                 method: str, paths: UserPaths | None = None) -> None:  # fmt: skip
+        self._paths = paths
         self._outbox = outbox
         self.running = True
         self._body = body
@@ -155,7 +157,8 @@ class _HttpIO:
 
     def on_event(self, event: Event) -> None:
         if event.kind in ("stderr", "log"):
-            script_log.info("[%s] %s", self._request_id, event.text)
+            text = self._paths.text(event.text) if self._paths is not None else event.text
+            script_log.info("[%s] %s", self._request_id, text)
         elif event.kind == "invalid":
             script_log.warning("[%s] control: %s", self._request_id, event.text)
 
@@ -280,7 +283,8 @@ async def send_error(send: Send, exc: StackError, request_id: str) -> None:
     await send_json(send, exc.status, body, request_id, extra)
 
 
-def outcome_error(outcome: Outcome, request_id: str, debug: bool) -> tuple[int, dict[str, Any]]:
+def outcome_error(outcome: Outcome, request_id: str, debug: bool,
+                  paths: UserPaths | None = None) -> tuple[int, dict[str, Any]]:  # fmt: skip
     """The status and JSON body for a call that failed before its body started."""
     status = _STATUS_OF_REASON.get(outcome.reason, 500)
     body: dict[str, Any] = {
@@ -292,7 +296,8 @@ def outcome_error(outcome: Outcome, request_id: str, debug: bool) -> tuple[int, 
         "request_id": request_id,
     }
     if debug:
-        body["stderr"] = outcome.stderr.decode("utf-8", "replace")
+        stderr = paths.rewrite(outcome.stderr) if paths is not None else outcome.stderr
+        body["stderr"] = stderr.decode("utf-8", "replace")
     return status, body
 
 
@@ -583,7 +588,8 @@ class StackApp:
         # connection and what is held for it, not the call's slot.
         async with trio.open_nursery() as nursery:
             outbox = Outbox(nursery, send, self.clients.output_buffer)
-            io = _HttpIO(outbox, body, request_id, stream, info.method)
+            paths = _paths(service)
+            io = _HttpIO(outbox, body, request_id, stream, info.method, paths)
             outcome: Outcome | None = None
             try:
                 with trio.CancelScope() as call_scope:
@@ -615,7 +621,8 @@ class StackApp:
                         # when what follows is cancelled (a server stopping).
                         scope["stack.outcome"] = outcome
                 # The call is over, its slot free: the rest is the client's.
-                return await self._respond(io, outbox, outcome, body, send, request_id, scope)
+                return await self._respond(io, outbox, outcome, body, send, request_id, scope,
+                                           paths)  # fmt: skip
             finally:
                 io.stop_watching()
                 outbox.close()
@@ -632,10 +639,11 @@ class StackApp:
         built = await call.build(invocation, [service.staged.name], self.engine.compile_limits())
         if built.directory is None:
             outcome = built.outcome
+            output = _paths(service).rewrite(built.output)
             raise CompileError(
                 f"{service.staged.name} does not compile"
                 + (f" ({outcome.message})" if outcome is not None and outcome.message else ""),
-                output=built.output.decode("utf-8", "replace")[-8000:],
+                output=output.decode("utf-8", "replace")[-8000:],
             )
         return built.directory
 
@@ -656,7 +664,8 @@ class StackApp:
         return b"".join(raw)
 
     async def _respond(self, io: _HttpIO, outbox: Outbox, outcome: Outcome | None, body: Body,
-                       send: Send, request_id: str, scope: Scope) -> Outcome | None:  # fmt: skip
+                       send: Send, request_id: str, scope: Scope,
+                       paths: UserPaths | None = None) -> Outcome | None:  # fmt: skip
         """Finish the response of a call that is over (None: the client went away)."""
         io.running = False
         await _drain(body)
@@ -678,7 +687,7 @@ class StackApp:
             io.head = outcome.head
             await io.finish(outcome)
         else:
-            status, payload = outcome_error(outcome, request_id, self.debug)
+            status, payload = outcome_error(outcome, request_id, self.debug, paths)
             usage = (b"x-stack-usage", usage_header(outcome.usage))
             await send_json(send, status, payload, request_id, [usage])
         return outcome
@@ -711,6 +720,11 @@ class StackApp:
             for s in self.services
         ]
         await send_json(send, 200, {"services": listing}, request_id)
+
+
+def _paths(service: Service) -> UserPaths:
+    """The service's sandbox paths, to show as its file."""
+    return UserPaths(service.staged.name, str(service.source), [str(service.staged)])
 
 
 async def _drain(body: Body) -> None:

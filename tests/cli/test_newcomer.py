@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import re
 import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -19,7 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ..conftest import EXAMPLES
+from ..conftest import EXAMPLES, bwrap_problem
 from ..helpers import STACK, free_port, stack_server
 
 ACTIONS = EXAMPLES.parent / "actions"
@@ -445,3 +447,88 @@ def test_worker_grace_bounds_the_drain(tmp_path: Path):
         worker.stderr.close()
         nats.terminate()
         nats.wait(timeout=10)
+
+
+# Paths and builds ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("isolate", ["none", "bwrap"])
+def test_errors_name_the_users_file_not_its_sandbox_copy(tmp_path: Path, isolate: str):
+    if isolate == "bwrap" and (problem := bwrap_problem()):
+        pytest.skip(problem)
+    (tmp_path / "syn.py").write_text("x = (\n")
+    (tmp_path / "bad.c").write_text("int main( {\n")
+    syntax = stack("exec", "--isolate", isolate, "syn.py", cwd=tmp_path)
+    assert 'File "syn.py", line 1' in syntax.stderr
+    compiled = stack("exec", "--isolate", isolate, "bad.c", cwd=tmp_path)
+    assert compiled.returncode == 1
+    assert "bad.c:1:" in compiled.stderr
+    for text in (syntax.stderr, compiled.stderr):
+        assert "/tmp/" not in text
+        assert "stack-calls" not in text
+        assert "/stack/script" not in text
+    with stack_server(str(tmp_path), "-p", "0", "--isolate", isolate, "--debug") as (url, _):
+        service = httpx.get(url + "/syn.py", timeout=30).json()
+        build = httpx.get(url + "/bad.c", timeout=60).json()
+    assert f'File "{tmp_path / "syn.py"}", line 1' in service["stderr"]
+    assert f"{tmp_path / 'bad.c'}:1:" in build["output"]
+
+
+def test_exec_keeps_builds_across_runs(tmp_path: Path, request: pytest.FixtureRequest):
+    # A "compiler" that counts its runs: the second exec of the same file
+    # must not compile again.
+    registry = tmp_path / "registry"
+    registry.mkdir()
+    # Where the compile (as a sandbox uid when the tests run as root) may write.
+    shared = Path(tempfile.mkdtemp(prefix="stack-test-counter-"))
+    shared.chmod(0o777)
+    counter = shared / "compiles"
+    request.addfinalizer(lambda: shutil.rmtree(shared, ignore_errors=True))
+    (registry / "counted.yaml").write_text(
+        "name: counted\ninterpreter: sh\nextensions: [.counted]\n"
+        f"compile: ['{{interpreter}}', '-c', 'echo x >> {counter}; "
+        "cp \"$1\" \"$2/prog\"', 'sh', '{files}', '{build}']\n"
+        "run: ['{interpreter}', '{build}/prog']\n"
+    )
+    (tmp_path / "hello.counted").write_text("echo counted hello\n")
+    env = {**os.environ, "STACK_CACHE_DIR": str(tmp_path / "cache")}
+    for _ in range(3):
+        done = subprocess.run([*STACK, "exec", "--isolate", "none", "--registry", str(registry),
+                               "hello.counted"], capture_output=True, text=True, cwd=tmp_path,
+                              env=env, timeout=60)  # fmt: skip
+        assert done.stdout == "counted hello\n", done.stderr
+    assert counter.read_text() == "x\n"
+    kept = tmp_path / "cache" / "builds"
+    assert oct(kept.stat().st_mode & 0o777) == "0o700"
+    assert len([p for p in kept.iterdir() if not p.name.startswith(".")]) == 1
+    (tmp_path / "hello.counted").write_text("echo changed\n")
+    done = subprocess.run([*STACK, "exec", "--isolate", "none", "--registry", str(registry),
+                           "hello.counted"], capture_output=True, text=True, cwd=tmp_path,
+                          env=env, timeout=60)  # fmt: skip
+    assert done.stdout == "changed\n"
+    assert counter.read_text() == "x\nx\n"
+
+
+def test_a_long_compile_shows_progress_on_a_terminal(tmp_path: Path):
+    source = tmp_path / "main.c"
+    source.write_text('#include <stdio.h>\nint main(void){ puts("built"); }\n')
+    env = {**os.environ, "STACK_CACHE_DIR": str(tmp_path / "cache")}
+    parent, child = pty.openpty()
+    try:
+        done = subprocess.run([*STACK, "exec", "--isolate", "none", str(source)],
+                              stdout=subprocess.PIPE, stderr=child, env=env, timeout=120)  # fmt: skip
+        os.close(child)
+        said = b""
+        while True:
+            try:
+                chunk = os.read(parent, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            said += chunk
+    finally:
+        os.close(parent)
+    assert done.stdout == b"built\n"
+    assert f"stack: compiling {source} (c)...".encode() in said
+    assert f"stack: compiled {source} in ".encode() in said
