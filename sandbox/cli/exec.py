@@ -148,7 +148,7 @@ def exec_command(args: argparse.Namespace) -> int:
             if outcome.reason not in ("ok", "exit"):
                 message = outcome.message
                 memory = full.engine.limits.memory
-                if outcome.signal in _MEMORY_SIGNALS and memory is not None:
+                if outcome.reason == "signal" and outcome.signal in _MEMORY_SIGNALS and memory:
                     message += (
                         f" (under its memory limit of {memory / 2**20:g} MiB: if that is "
                         "too little for its interpreter to start, raise --memory)"

@@ -733,6 +733,7 @@ class Call:
         env.update(lang.env)
         env.update(engine.config.env)
         env.update(inv.env)
+        _size_from_limit(env, lang, limits)
         if inv.request_id:
             env["STACK_REQUEST_ID"] = inv.request_id
         if inv.hook is not None and compile_files is None:
@@ -835,6 +836,24 @@ class Call:
             cgroup=group,
             pidns=not bwrap,
         )
+
+
+def _size_from_limit(env: dict[str, str], lang: Language, limits: Limits) -> None:
+    """Fill ``{memory_mib}`` in a language's env values with the call's memory limit.
+
+    Node sizes its heap from the machine's memory, not from an rlimit: below
+    the rlimit but near its own ceiling, V8 collects garbage over and over
+    (the call looks hung until its timeout). Told the limit
+    (``NODE_OPTIONS=--max-old-space-size={memory_mib}``), it fails at once
+    with "heap out of memory". A value the operator or the call set stays.
+    """
+    for key, template in lang.env.items():
+        if "{memory_mib}" not in template or env.get(key) != template:
+            continue
+        if limits.memory is None:
+            del env[key]
+        else:
+            env[key] = template.replace("{memory_mib}", str(max(1, limits.memory // 2**20)))
 
 
 def _warm_by_name(warm: Mapping[str, int], registry: Registry) -> dict[str, int]:

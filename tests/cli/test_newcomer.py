@@ -532,3 +532,25 @@ def test_a_long_compile_shows_progress_on_a_terminal(tmp_path: Path):
     assert done.stdout == b"built\n"
     assert f"stack: compiling {source} (c)...".encode() in said
     assert f"stack: compiled {source} in ".encode() in said
+
+
+# Node over its memory limit -----------------------------------------------
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
+def test_node_heap_follows_the_memory_limit_and_fails_fast(tmp_path: Path):
+    heap = tmp_path / "heap.js"
+    heap.write_text(
+        'console.log(Math.round(require("v8").getHeapStatistics().heap_size_limit / 2 ** 20))\n'
+    )
+    done = stack("exec", "--isolate", "none", "--memory", "256MiB", str(heap))
+    assert 256 <= int(done.stdout) < 400, done.stdout  # old space = the limit, + new space
+    mine = stack("exec", "--isolate", "none", "--memory", "256MiB", "-e",
+                 "NODE_OPTIONS=--max-old-space-size=100", str(heap))  # fmt: skip
+    assert int(mine.stdout) < 200  # an operator's own setting stays
+    hog = tmp_path / "hog.js"
+    hog.write_text("const m = new Map(); let i = 0; for (;;) { m.set(i, {a: i, b: [i, i]}); i++; }\n")
+    started = time.monotonic()
+    done = stack("exec", "--isolate", "none", "--memory", "128MiB", "-t", "30s", str(hog))
+    assert time.monotonic() - started < 20
+    assert "ran out of its memory limit" in done.stderr.splitlines()[-1]
