@@ -8,14 +8,16 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import trio
-
-from ..config import Config, env_from_flags
 from ..core.limits import parse_duration, parse_size
 from ..errors import ConfigError
 from ..logs import formatter
+
+if TYPE_CHECKING:
+    import trio
+
+    from ..config import Config
 
 log = logging.getLogger("stack")
 
@@ -191,6 +193,8 @@ def load_config(args: argparse.Namespace) -> Config:
     Raises:
         ConfigError: a bad file, flag or value.
     """
+    from ..config import Config, env_from_flags
+
     config = Config.from_file(args.config) if args.config else Config()
     data: dict[str, Any] = {}
     limits: dict[str, Any] = {}
@@ -296,6 +300,8 @@ def broker_from(value: str, config: Config) -> Any:
 
 async def watch_signals(first: trio.Event, stop_now: trio.CancelScope) -> None:
     """The first SIGTERM/SIGINT sets ``first`` (drain); a second cancels ``stop_now``."""
+    import trio
+
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async for number in signals:
             if not first.is_set():

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..core.languages import Registry
+from ..core.languages import DEFAULT_PATH, Registry
 from ._table import table
 
 
@@ -23,8 +23,6 @@ def languages_parser() -> argparse.ArgumentParser:
 
 def languages(args: argparse.Namespace) -> int:
     """``stack languages``: each language, extensions, installed version or what to install."""
-    from ..core.engine import DEFAULT_PATH
-
     registry = Registry.load(args.registry, DEFAULT_PATH)
     rows: list[dict[str, Any]] = []
     for lang in registry:

@@ -8,19 +8,9 @@ import logging
 import os
 import sys
 from pathlib import Path
-
-import trio
+from typing import TYPE_CHECKING
 
 from .. import __version__
-from ..app import open_app
-from ..core.engine import Engine
-from ..core.limits import Limits, parse_duration
-from ..features import jobs as ex
-from ..features.actions import action_directories, variables_from_env
-from ..features.auth import Authenticator
-from ..features.judge0 import Settings as Judge0Settings
-from ..features.services import ServiceOptions
-from ..http.server import bind, serve
 from .common import (
     TIMEOUT_HELP,
     HelpFormatter,
@@ -31,6 +21,9 @@ from .common import (
     port_number,
     watch_signals,
 )
+
+if TYPE_CHECKING:
+    from ..core.engine import Engine
 
 log = logging.getLogger("stack")
 
@@ -176,9 +169,9 @@ def serve_command(args: argparse.Namespace) -> int:
         return 2
     execute = not args.no_execute
     if not execute and path is None and not args.actions and not args.gateway:
-        from ..features.actions import directories_from_env
+        from ..features.actions import action_directories
 
-        if not directories_from_env(os.environ) and not _has_triggers(args):
+        if not action_directories([], os.environ) and not _has_triggers(args):
             print(
                 "stack: --no-execute leaves nothing to serve: add --services DIR, "
                 "--actions DIR, --gateway BROKER or triggers in --config",
@@ -202,6 +195,18 @@ def loopback(host: str) -> bool:
 
 
 def _run_server(args: argparse.Namespace, path: Path | None, *, execute: bool) -> int:
+    # Imported here, not at the top: `stack --help` need not load the server.
+    import trio
+
+    from ..app import open_app
+    from ..core.limits import Limits, parse_duration
+    from ..features import jobs as ex
+    from ..features.actions import action_directories, variables_from_env
+    from ..features.auth import Authenticator
+    from ..features.judge0 import Settings as Judge0Settings
+    from ..features.services import ServiceOptions
+    from ..http.server import bind, serve
+
     configure_logging(args.verbose, log_format=args.log_format)
     full = load_config(args)
     options = ServiceOptions(language=args.language, cgi=args.cgi, watch=args.watch, env=full.env)

@@ -49,7 +49,7 @@ from .files import (
     write_meta,
 )
 from .invocation import Invocation
-from .languages import Language, Registry
+from .languages import DEFAULT_PATH, Language, Registry
 from .launcher import SECCOMP_FD, Launch, launcher_path, seccomp_filter
 from .leftovers import remove_leftovers
 from .limits import Limits
@@ -58,8 +58,6 @@ from .process import CallIO, Outcome
 from .warm import Pool, PoolStats, Waiting
 
 log = logging.getLogger("stack")
-
-DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 
 
 @dataclass(frozen=True)

@@ -554,3 +554,50 @@ def test_node_heap_follows_the_memory_limit_and_fails_fast(tmp_path: Path):
     done = stack("exec", "--isolate", "none", "--memory", "128MiB", "-t", "30s", str(hog))
     assert time.monotonic() - started < 20
     assert "ran out of its memory limit" in done.stderr.splitlines()[-1]
+
+
+# Start-up -----------------------------------------------------------------
+
+
+def test_help_loads_neither_the_engine_nor_the_server():
+    code = (
+        "import sys, contextlib, io\n"
+        "from sandbox.cli.main import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    assert main(['--help']) == 0\n"
+        "heavy = [m for m in ('trio', 'sandbox.core.engine', 'sandbox.app', 'hypercorn', 'httpx')\n"
+        "         if m in sys.modules]\n"
+        "print(heavy)\n"
+    )
+    done = subprocess.run([STACK[0], "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.stdout == "[]\n", done.stderr
+
+
+def test_languages_asks_each_interpreter_its_version_once(tmp_path: Path):
+    shared = Path(tempfile.mkdtemp(prefix="stack-test-probe-"))
+    try:
+        counter = shared / "asked"
+        interpreter = shared / "fakelang"
+        interpreter.write_text(f"#!/bin/sh\necho asked >> {counter}\necho 'fakelang 1.2.3'\n")
+        interpreter.chmod(0o755)
+        registry = tmp_path / "registry"
+        registry.mkdir()
+        (registry / "fakelang.yaml").write_text(
+            f"name: fakelang\ninterpreter: {interpreter}\nextensions: [.fake]\n"
+            "version: ['{interpreter}', '--version']\nrun: ['{interpreter}', '{script}']\n"
+        )
+        env = {**os.environ, "STACK_CACHE_DIR": str(tmp_path / "cache")}
+        for _ in range(3):
+            done = subprocess.run([*STACK, "languages", "--registry", str(registry)],
+                                  capture_output=True, text=True, env=env, timeout=60)  # fmt: skip
+            line = next(row for row in done.stdout.splitlines() if row.startswith("fakelang"))
+            assert "1.2.3" in line
+        assert counter.read_text() == "asked\n"
+        # A changed interpreter (an upgrade) is asked again.
+        interpreter.write_text(f"#!/bin/sh\necho asked >> {counter}\necho 'fakelang 2.0.0'\n")
+        done = subprocess.run([*STACK, "languages", "--registry", str(registry)],
+                              capture_output=True, text=True, env=env, timeout=60)  # fmt: skip
+        assert "2.0.0" in done.stdout
+        assert counter.read_text() == "asked\nasked\n"
+    finally:
+        shutil.rmtree(shared, ignore_errors=True)
