@@ -225,3 +225,9 @@ def test_readme_block(block: str, tmp_path: Path):
     output = "".join(said)
     for expected in EXPECTED.get(title, []):
         assert expected in output, f"{expected!r} not in the output of {title!r}:\n{output}"
+
+
+def test_tools_the_examples_rely_on_say_how_to_get_them():
+    text = README.read_text(encoding="utf-8")
+    assert "websocat" in text
+    assert "cargo install websocat" in text

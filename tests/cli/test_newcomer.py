@@ -601,3 +601,13 @@ def test_languages_asks_each_interpreter_its_version_once(tmp_path: Path):
         assert counter.read_text() == "asked\nasked\n"
     finally:
         shutil.rmtree(shared, ignore_errors=True)
+
+
+def test_a_deeply_nested_execute_request_is_a_400():
+    deep = '{"language": "python", "files": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    with stack_server("serve", "-p", "0", "--isolate", "none") as (url, proc):
+        response = httpx.post(url + "/api/v2/execute", content=deep, timeout=30)
+        after = httpx.get(url + "/api/v2/runtimes", timeout=30)
+    assert response.status_code == 400
+    assert "nested too deeply" in response.json()["message"]
+    assert after.status_code == 200
