@@ -59,6 +59,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _dispatch(args: list[str]) -> int:
     command = args[0] if args else None
+    if args[-1:] == ["-h"] and command not in COMMANDS.keys() - {"serve"}:
+        # -h is the host to listen on, as in microcule.
+        print("stack: -h is the address to listen on (as in microcule: -h 0.0.0.0); "
+              "for help use --help", file=sys.stderr)  # fmt: skip
+        return 2
     if command == "languages":
         from .languages import languages, languages_parser
 
@@ -89,11 +94,6 @@ def _dispatch(args: list[str]) -> int:
         print(OVERVIEW)
         script_parser().print_help()
         return 0
-    if args[-1:] == ["-h"] or args == ["-h"]:
-        # -h is the host to listen on, as in microcule.
-        print("stack: -h is the address to listen on (as in microcule: -h 0.0.0.0); "
-              "for help use --help", file=sys.stderr)  # fmt: skip
-        return 2
     from .serve import script_parser, serve_path
 
     if not args:

@@ -57,8 +57,9 @@ def test_help_shows_the_defaults():
         assert default in " ".join(text.split()), default
 
 
-def test_dash_h_is_the_host_and_points_to_help():
-    done = stack("-h")
+@pytest.mark.parametrize("args", [["-h"], ["hello.py", "-h"], ["serve", "-h"]])
+def test_dash_h_is_the_host_and_points_to_help(args: list[str]):
+    done = stack(*args)
     assert done.returncode == 2
     assert "-h is the address to listen on" in done.stderr
     assert "--help" in done.stderr
