@@ -1,9 +1,10 @@
 """The user's path where a program's messages name its copy in the sandbox.
 
-A script runs from a staged copy: ``/stack/script/NAME`` or ``/tmp/NAME``
-under bubblewrap, the call's or the server's folder otherwise. A traceback
-or a compiler error naming one of those means the user's file, so that is
-what the user is shown. Sans-IO: bytes in, bytes out.
+A script runs from a staged copy: ``/stack/script/NAME``,
+``/stack/code/.../NAME`` or ``/tmp/NAME`` under bubblewrap, the call's
+folder (``.../calls/cN/NAME``) or the server's otherwise. A traceback or a
+compiler error naming one of those means the user's file, so that is what
+the user is shown. Sans-IO: bytes in, bytes out.
 """
 
 from __future__ import annotations
@@ -23,7 +24,12 @@ class UserPaths:
 
     def __init__(self, name: str, shown: str, also: Iterable[str] = ()) -> None:
         quoted = re.escape(name.encode())
-        prefixes = [rb"/tmp", rb"/stack/script", rb"/[^\s:'\"]*stack-calls-[^/\s]+/c\d+"]
+        prefixes = [
+            rb"/tmp",
+            rb"/stack/script",
+            rb"/stack/code(?:/[^\s:'\"/]+)*",  # a folder's code, bound whole under bwrap
+            rb"/[^\s:'\"]*(?:stack-calls-[^/\s]+|/calls)/c\d+",
+        ]
         exact = [re.escape(path.encode()) for path in also]
         self._pattern = re.compile(
             rb"(?:" + rb"|".join([*exact, *(p + rb"/" + quoted for p in prefixes)]) + rb")"

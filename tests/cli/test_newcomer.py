@@ -480,10 +480,13 @@ def test_exec_keeps_builds_across_runs(tmp_path: Path, request: pytest.FixtureRe
     # must not compile again.
     registry = tmp_path / "registry"
     registry.mkdir()
-    # Where the compile (as a sandbox uid when the tests run as root) may write.
+    # A file the compile (as a sandbox uid when the tests run as root) may
+    # append to; ours, so the call's clean-up of its uid's files leaves it.
     shared = Path(tempfile.mkdtemp(prefix="stack-test-counter-"))
-    shared.chmod(0o777)
+    shared.chmod(0o755)
     counter = shared / "compiles"
+    counter.touch(mode=0o666)
+    counter.chmod(0o666)
     request.addfinalizer(lambda: shutil.rmtree(shared, ignore_errors=True))
     (registry / "counted.yaml").write_text(
         "name: counted\ninterpreter: sh\nextensions: [.counted]\n"
