@@ -11,13 +11,13 @@ import sys
 from collections.abc import Sequence
 
 COMMANDS = {
-    "serve": "the full server: the execute API (Piston v2), plus services, actions, a gateway",
+    "serve": "the full server: the execute APIs (Piston v2, Judge0), plus services, actions, a gateway",
     "exec": "run one file once, as the server would; its output and exit code",
     "languages": "list the registered languages and what is installed",
     "action": "list the actions of --actions DIR, or show one",
     "run": "run an action with inputs given as -i key=value",
     "request": "handle a full action request JSON, here or --via a broker",
-    "worker": "answer action requests from a broker queue group (NATS)",
+    "worker": "answer action requests (and Judge0 runs) from a broker queue group (NATS)",
     "key": "create, list and revoke API keys for the config file",
 }
 """Every command with its one-line purpose, as ``stack --help`` lists them."""
