@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 
 COMMANDS = {
-    "serve": "the full server: the execute APIs (Piston v2, Judge0), plus services, actions, a gateway",
+    "serve": "the full server: execute APIs (Piston, Judge0), services, actions, a gateway",
     "exec": "run one file once, as the server would; its output and exit code",
     "languages": "list the registered languages and what is installed",
     "action": "list the actions of --actions DIR, or show one",
