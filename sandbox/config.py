@@ -47,7 +47,8 @@ from typing import Any
 
 import yaml
 
-from .core.engine import DEFAULT_PATH, EngineConfig
+from .core.engine import EngineConfig
+from .core.languages import DEFAULT_PATH
 from .core.limits import Limits, parse_duration, parse_size
 from .errors import ConfigError
 from .features.judge0 import Settings

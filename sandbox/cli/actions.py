@@ -7,6 +7,7 @@ unreadable files, no actions).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -22,11 +23,22 @@ from ..core.engine import open_engine
 from ..errors import StackError
 from ..features import actions as act
 from ..features.reporting import Reporter
-from .common import add_config_flags, broker_from, configure_logging, load_config
+from ._table import table
+from .common import (
+    TIMEOUT_HELP,
+    HelpFormatter,
+    add_config_flags,
+    broker_from,
+    configure_logging,
+    load_config,
+)
 
 log = logging.getLogger("stack")
 NO_ACTIONS = ("no actions: pass --actions DIR, set STACK_ACTIONS (or EXO_ACTIONS), "
               "or run where an ./actions folder is")  # fmt: skip
+
+VIA_CONNECT_TIMEOUT = 2.0
+"""Seconds ``stack request --via URL`` tries to reach the broker."""
 
 
 def _parser(command: str) -> argparse.ArgumentParser:
@@ -38,7 +50,8 @@ def _parser(command: str) -> argparse.ArgumentParser:
         "request": 'Handle a full request JSON ({"action", "input", "mapping"}) from FILE or '
         "stdin and print the response: stack request < request.json | jq",
     }
-    parser = argparse.ArgumentParser(prog=f"stack {command}", description=descriptions[command])
+    parser = argparse.ArgumentParser(prog=f"stack {command}", description=descriptions[command],
+                                     formatter_class=HelpFormatter)  # fmt: skip
     if command == "action":
         parser.add_argument("name", nargs="?", help="the action to show")
         parser.add_argument("--json", action="store_true", help="print JSON")
@@ -65,8 +78,8 @@ def _parser(command: str) -> argparse.ArgumentParser:
         )
         parser.add_argument("--wait", default="60s", help="how long to wait for the reply")
     parser.add_argument("-v", "--verbose", action="store_true", help="log to the terminal")
-    parser.add_argument("-t", "--timeout", default=None, help="wall-clock limit (ms, or 5s)")
-    add_config_flags(parser)
+    parser.add_argument("-t", "--timeout", default=None, help=TIMEOUT_HELP)
+    add_config_flags(parser, server=False)
     return parser
 
 
@@ -99,6 +112,10 @@ async def _via(args: argparse.Namespace, config: Config, request: Any) -> int:
     if isinstance(request, act.ActionError):
         return _print(act.failed(request))
     broker_config = broker_from(args.via, config)
+    if broker_config.name == "cli":
+        # A URL on the command line: a broker that refuses is an answer, not
+        # something to wait 10 s for (a configured broker keeps its own).
+        broker_config = dataclasses.replace(broker_config, connect_timeout=VIA_CONNECT_TIMEOUT)
     try:
         async with open_broker(broker_config) as broker:
             wait = parse_duration(args.wait, default_unit="s")
@@ -137,7 +154,7 @@ async def _main(command: str, args: argparse.Namespace, config: Config,
             log.warning("action not loaded: %s", problem)
         if command == "run":
             try:
-                action = actions.get(args.name)
+                action = _get(actions, args.name)
                 value = act.coerce_inputs(args.input, action.input_schema)
             except act.ActionError as exc:
                 return _print(act.failed(exc))
@@ -163,6 +180,33 @@ async def _main(command: str, args: argparse.Namespace, config: Config,
         return _print(result.response)
 
 
+def _get(actions: act.ActionSet, name: str) -> act.Action:
+    """The action ``name``; if its manifest is broken, why it did not load.
+
+    Raises:
+        ActionError: unknown, or not loaded (naming the file and the problem).
+    """
+    try:
+        return actions.get(name)
+    except act.ActionError:
+        for problem in actions.problems:
+            if problem.path.parent.name == name or _declares(problem.path, name):
+                raise act.ActionError(
+                    "action_not_loaded", "action", f"action {name!r} did not load: {problem}"
+                ) from None
+        raise
+
+
+def _declares(manifest: Path, name: str) -> bool:
+    """Whether a (broken) manifest says ``name: NAME`` at its top level."""
+    try:
+        text = manifest.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    wanted = {f"name: {name}", f"name: '{name}'", f'name: "{name}"'}
+    return any(line.rstrip() in wanted for line in text.splitlines())
+
+
 def _print(response: dict[str, Any]) -> int:
     print(json.dumps(response, indent=2, ensure_ascii=False))
     return 0 if response.get("status") == "OK" else 1
@@ -173,7 +217,7 @@ def _show(actions: act.ActionSet, args: argparse.Namespace) -> int:
         print(f"warning: action not loaded: {problem}", file=sys.stderr)
     if args.name:
         try:
-            action = actions.get(args.name)
+            action = _get(actions, args.name)
         except act.ActionError as exc:
             print(f"stack: {exc.message}", file=sys.stderr)
             return 1
@@ -201,9 +245,14 @@ def _show(actions: act.ActionSet, args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    width = max((len(r["name"]) for r in rows), default=4)
-    for r in rows:
-        first = (r["description"].splitlines() or [""])[0]
-        tags = f"  [{', '.join(r['tags'])}]" if r["tags"] else ""
-        print(f"{r['name']:<{width}}  {r['language']:<10}  {first}{tags}")
+    if rows:
+        lines = [
+            [r["name"], r["language"], ", ".join(r["tags"]) or "-",
+             (r["description"].splitlines() or [""])[0]]
+            for r in rows
+        ]  # fmt: skip
+        print(table(["NAME", "LANGUAGE", "TAGS", "DESCRIPTION"], lines))
+    if actions.problems:
+        print(f"stack: {len(actions.problems)} action(s) did not load (above)", file=sys.stderr)
+        return 1
     return 0

@@ -7,7 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..core.languages import Registry
+from ..core.languages import DEFAULT_PATH, Registry
+from ._table import table
 
 
 def languages_parser() -> argparse.ArgumentParser:
@@ -22,8 +23,6 @@ def languages_parser() -> argparse.ArgumentParser:
 
 def languages(args: argparse.Namespace) -> int:
     """``stack languages``: each language, extensions, installed version or what to install."""
-    from ..core.engine import DEFAULT_PATH
-
     registry = Registry.load(args.registry, DEFAULT_PATH)
     rows: list[dict[str, Any]] = []
     for lang in registry:
@@ -42,12 +41,12 @@ def languages(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    width = max(len(r["name"]) for r in rows) if rows else 8
+    table_rows = []
     for r in rows:
         exts = " ".join(r["extensions"]) or "-"
         if r["installed"]:
-            state = f"{r['version'] or '?'}  ({r['interpreter']})"
+            table_rows.append([r["name"], exts, r["version"] or "?", r["interpreter"]])
         else:
-            state = f"missing: apt-get install {r['package']}"
-        print(f"{r['name']:<{width}}  {exts:<16}  {state}")
+            table_rows.append([r["name"], exts, "missing", f"apt-get install {r['package']}"])
+    print(table(["LANGUAGE", "EXTENSIONS", "VERSION", "INTERPRETER"], table_rows))
     return 0

@@ -8,22 +8,28 @@ import logging
 import os
 import sys
 from pathlib import Path
-
-import trio
+from typing import TYPE_CHECKING
 
 from .. import __version__
-from ..app import open_app
-from ..core.engine import Engine
-from ..core.limits import Limits, parse_duration
-from ..features import jobs as ex
-from ..features.actions import action_directories, variables_from_env
-from ..features.auth import Authenticator
-from ..features.judge0 import Settings as Judge0Settings
-from ..features.services import ServiceOptions
-from ..http.server import bind, serve
-from .common import add_config_flags, broker_from, configure_logging, load_config, watch_signals
+from .common import (
+    TIMEOUT_HELP,
+    HelpFormatter,
+    add_config_flags,
+    broker_from,
+    configure_logging,
+    load_config,
+    port_number,
+    watch_signals,
+)
+
+if TYPE_CHECKING:
+    from ..core.engine import Engine
 
 log = logging.getLogger("stack")
+
+DEFAULT_PORT = 3000
+STOP_GRACE = 1.0
+"""Seconds Hypercorn gives requests once the drain is over (they had the --grace already)."""
 
 
 def _confinement(engine: Engine) -> str:
@@ -43,19 +49,19 @@ def add_server_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "-p",
         "--port",
-        type=int,
-        default=3000,
-        help="port (default 3000; if taken, the next free one)",
-    )
-    parser.add_argument(
-        "-h", "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)"
-    )
-    parser.add_argument(
-        "-t",
-        "--timeout",
+        type=port_number,
         default=None,
-        help="wall-clock limit per call: milliseconds, or with a unit (5s)",
+        help=f"port (default {DEFAULT_PORT}, or the next free one when it is taken; a port "
+        "given here is used or the server does not start; 0: any free port)",
     )
+    parser.add_argument(
+        "-h",
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1; a non-loopback one needs auth or "
+        "--insecure). -h is the host, as in microcule: help is --help",
+    )
+    parser.add_argument("-t", "--timeout", default=None, help=TIMEOUT_HELP)
     parser.add_argument("-l", "--language", help="language of the script(s), instead of detecting")
     parser.add_argument(
         "-w", "--watch", action="store_true", help="re-read scripts from disk when they change"
@@ -64,7 +70,8 @@ def add_server_flags(parser: argparse.ArgumentParser) -> None:
         "-v",
         "--verbose",
         action="store_true",
-        help="log each call: method, path, status, wall/CPU time, peak memory",
+        help="log each call: method, path, status, reason, wall/CPU time, peak memory "
+        "(failed calls are logged without it)",
     )
     parser.add_argument(
         "--cgi",
@@ -99,10 +106,11 @@ def script_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="stack",
         add_help=False,
+        formatter_class=HelpFormatter,
         description="Serve a script (or a folder of scripts) over HTTP; every request runs "
         "in a freshly spawned interpreter.",
-        epilog="Other commands: stack serve, stack exec, stack languages "
-        "(`stack COMMAND --help` for theirs).",
+        epilog="Other commands: serve, exec, languages, action, run, request, worker, key "
+        "(`stack --help` lists them, `stack COMMAND --help` shows theirs).",
     )
     parser.add_argument("path", type=Path, help="a script, or a folder of scripts")
     add_server_flags(parser)
@@ -113,6 +121,7 @@ def serve_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="stack serve",
         add_help=False,
+        formatter_class=HelpFormatter,
         description="The full server for a platform: the execute API (Piston v2: "
         "/api/v2/execute, /api/v2/runtimes, /api/v2/connect), plus the services of --services.",
     )
@@ -158,7 +167,24 @@ def serve_command(args: argparse.Namespace) -> int:
     if path is not None and not path.exists():
         print(f"stack: {path}: no such file or folder", file=sys.stderr)
         return 2
-    return _run_server(args, path, execute=not args.no_execute)
+    execute = not args.no_execute
+    if not execute and path is None and not args.actions and not args.gateway:
+        from ..features.actions import action_directories
+
+        if not action_directories([], os.environ) and not _has_triggers(args):
+            print(
+                "stack: --no-execute leaves nothing to serve: add --services DIR, "
+                "--actions DIR, --gateway BROKER or triggers in --config",
+                file=sys.stderr,
+            )
+            return 2
+    return _run_server(args, path, execute=execute)
+
+
+def _has_triggers(args: argparse.Namespace) -> bool:
+    if args.config is None:
+        return False
+    return bool(load_config(args).triggers)
 
 
 def loopback(host: str) -> bool:
@@ -169,6 +195,18 @@ def loopback(host: str) -> bool:
 
 
 def _run_server(args: argparse.Namespace, path: Path | None, *, execute: bool) -> int:
+    # Imported here, not at the top: `stack --help` need not load the server.
+    import trio
+
+    from ..app import open_app
+    from ..core.limits import Limits, parse_duration
+    from ..features import jobs as ex
+    from ..features.actions import action_directories, variables_from_env
+    from ..features.auth import Authenticator
+    from ..features.judge0 import Settings as Judge0Settings
+    from ..features.services import ServiceOptions
+    from ..http.server import bind, serve
+
     configure_logging(args.verbose, log_format=args.log_format)
     full = load_config(args)
     options = ServiceOptions(language=args.language, cgi=args.cgi, watch=args.watch, env=full.env)
@@ -186,7 +224,13 @@ def _run_server(args: argparse.Namespace, path: Path | None, *, execute: bool) -
             )
             return 2
         log.warning("--insecure: listening on %s with NO authentication", args.host)
-    sock = bind(args.host, args.port)
+    explicit = args.port is not None
+    port = args.port if explicit else DEFAULT_PORT
+    sock = bind(args.host, port, tries=1 if explicit else 100)
+    bound = sock.getsockname()[1]
+    if not explicit and bound != port:
+        print(f"stack: port {port} is taken: using {bound} instead (-p PORT to choose one)",
+              file=sys.stderr, flush=True)  # fmt: skip
     grace = parse_duration(args.grace, default_unit="s")
 
     action_dirs = action_directories(args.actions, os.environ)
@@ -222,14 +266,20 @@ def _run_server(args: argparse.Namespace, path: Path | None, *, execute: bool) -
             draining = trio.Event()
 
             async def drain() -> None:
+                # SIGTERM: keep answering (/readyz says 503, new calls get 503)
+                # while the calls in flight finish, for at most the grace; then
+                # stop the server, which cancels what is left.
                 await draining.wait()
                 app.health.draining = True
+                with trio.move_on_after(grace):
+                    await app.wait_idle()
 
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(watch_signals, draining, nursery.cancel_scope)
 
                 async def serving(task_status: trio.TaskStatus[str]) -> None:
-                    await serve(app, sock, shutdown_trigger=drain, grace=grace,
+                    # The grace is spent in drain(), while still answering.
+                    await serve(app, sock, shutdown_trigger=drain, grace=STOP_GRACE,
                                 clients=full.http, task_status=task_status)  # fmt: skip
                     nursery.cancel_scope.cancel()  # served out: stop watching signals
 

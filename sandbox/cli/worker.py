@@ -15,13 +15,22 @@ import trio
 from ..brokers import BrokerError, open_broker
 from ..config import Config
 from ..core.engine import open_engine
+from ..core.limits import parse_duration
 from ..errors import StackError
 from ..features import actions as act
 from ..features.judge0 import Settings
 from ..features.judge0_worker import serve_judge0_worker
 from ..features.worker import QUEUE, SUBJECT, serve_worker
 from .actions import NO_ACTIONS
-from .common import add_config_flags, broker_from, configure_logging, load_config, watch_signals
+from .common import (
+    TIMEOUT_HELP,
+    HelpFormatter,
+    add_config_flags,
+    broker_from,
+    configure_logging,
+    load_config,
+    watch_signals,
+)
 
 log = logging.getLogger("stack")
 
@@ -30,6 +39,7 @@ def main(argv: Sequence[str]) -> int:
     """Run ``stack worker``; exit 0 after a clean SIGTERM."""
     parser = argparse.ArgumentParser(
         prog="stack worker",
+        formatter_class=HelpFormatter,
         description="Answer action requests (gzipped JSON, Exo style) from a broker queue "
         "group: start as many as you like, on as many machines; each request reaches one.",
     )
@@ -43,12 +53,19 @@ def main(argv: Sequence[str]) -> int:
                         "(judge0.broker) on stack.judge0, queue group stack-judge0",
                         )  # fmt: skip
     parser.add_argument("-v", "--verbose", action="store_true", help="log each call")
-    parser.add_argument("-t", "--timeout", default=None, help="wall-clock limit per call")
+    parser.add_argument("-t", "--timeout", default=None, help=TIMEOUT_HELP)
+    parser.add_argument(
+        "--grace",
+        default="10s",
+        help="on SIGTERM, how long the requests it holds may finish (default 10s; a second "
+        "SIGTERM stops at once)",
+    )
     add_config_flags(parser)  # fmt: skip
     args = parser.parse_args(list(argv))
     configure_logging(args.verbose)
     try:
         config = load_config(args)
+        args.grace = parse_duration(args.grace, default_unit="s")
         directories = act.action_directories(args.actions, os.environ)
         if not directories and not args.judge0:
             print(f"stack: {NO_ACTIONS} (or pass --judge0)", file=sys.stderr)
@@ -72,6 +89,7 @@ async def _run(args: argparse.Namespace, config: Config, directories: list[Path]
                 trio.open_nursery() as nursery,
             ):
                 nursery.start_soon(watch_signals, stop, nursery.cancel_scope)
+                nursery.start_soon(_grace, stop, args.grace, nursery.cancel_scope)
                 await nursery.start(_announce, broker.name, args, len(actions))
                 async with trio.open_nursery() as serving:
                     if judge0 is not None:
@@ -88,6 +106,14 @@ async def _run(args: argparse.Namespace, config: Config, directories: list[Path]
             print(f"stack: {exc.message}", file=sys.stderr)
             return 2
     return 0
+
+
+async def _grace(stop: trio.Event, grace: float, stop_now: trio.CancelScope) -> None:
+    """After the first SIGTERM, give the requests held ``grace`` seconds, then stop."""
+    await stop.wait()
+    await trio.sleep(grace)
+    log.warning("worker: the grace of %g s is over: stopping the requests still running", grace)
+    stop_now.cancel()
 
 
 async def _announce(

@@ -49,7 +49,7 @@ from .files import (
     write_meta,
 )
 from .invocation import Invocation
-from .languages import Language, Registry
+from .languages import DEFAULT_PATH, Language, Registry
 from .launcher import SECCOMP_FD, Launch, launcher_path, seccomp_filter
 from .leftovers import remove_leftovers
 from .limits import Limits
@@ -58,8 +58,6 @@ from .process import CallIO, Outcome
 from .warm import Pool, PoolStats, Waiting
 
 log = logging.getLogger("stack")
-
-DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 
 
 @dataclass(frozen=True)
@@ -88,6 +86,8 @@ class EngineConfig:
         disk_files: files (inodes) a call may make there.
         seccomp: install the launcher's seccomp filter in every call (see
             ``_launcher.c`` and docs/SECURITY.md for the list).
+        build_cache: a folder keeping builds across runs (``stack exec``: the
+            user's cache folder), or None: builds last as long as the engine.
     """
 
     isolate: str = "auto"
@@ -118,6 +118,7 @@ class EngineConfig:
     disk: int | None = 512 * 1024 * 1024
     disk_files: int = 32768
     seccomp: bool = True
+    build_cache: Path | None = None
 
     def __post_init__(self) -> None:
         if self.isolate not in isolation.MODES:
@@ -181,7 +182,7 @@ class Engine:
         self._running = 0
         self._calls = 0
         self._uids = isolation.UidPool(config.uid_base, config.max_running) if self.root else None
-        self.builds = BuildCache(base / "builds")
+        self.builds = BuildCache(base / "builds", persistent=config.build_cache)
         self.observers: list[Observer] = []
         self._staged: set[str] = set()
         self._counter = 0
@@ -695,6 +696,8 @@ class Call:
         key = engine.builds.key(lang, installed.version or "", sources)
         async with engine.builds.lock(key):
             cached = engine.builds.get(key)
+            if cached is None and engine.builds.persistent is not None:
+                cached = await trio.to_thread.run_sync(engine.builds.restore, key)
             if cached is not None:
                 return Build(None, b"", b"", b"", cached, cached=True)
             out = self.workdir / ".build"
@@ -728,6 +731,7 @@ class Call:
         env.update(lang.env)
         env.update(engine.config.env)
         env.update(inv.env)
+        _size_from_limit(env, lang, limits)
         if inv.request_id:
             env["STACK_REQUEST_ID"] = inv.request_id
         if inv.hook is not None and compile_files is None:
@@ -830,6 +834,24 @@ class Call:
             cgroup=group,
             pidns=not bwrap,
         )
+
+
+def _size_from_limit(env: dict[str, str], lang: Language, limits: Limits) -> None:
+    """Fill ``{memory_mib}`` in a language's env values with the call's memory limit.
+
+    Node sizes its heap from the machine's memory, not from an rlimit: below
+    the rlimit but near its own ceiling, V8 collects garbage over and over
+    (the call looks hung until its timeout). Told the limit
+    (``NODE_OPTIONS=--max-old-space-size={memory_mib}``), it fails at once
+    with "heap out of memory". A value the operator or the call set stays.
+    """
+    for key, template in lang.env.items():
+        if "{memory_mib}" not in template or env.get(key) != template:
+            continue
+        if limits.memory is None:
+            del env[key]
+        else:
+            env[key] = template.replace("{memory_mib}", str(max(1, limits.memory // 2**20)))
 
 
 def _warm_by_name(warm: Mapping[str, int], registry: Registry) -> dict[str, int]:

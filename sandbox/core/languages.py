@@ -6,6 +6,7 @@ probing versions; see docs/ARCHITECTURE.md for the file format.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -21,6 +22,9 @@ import yaml
 from ..errors import ConfigError, InterpreterMissing, UnknownLanguage
 
 _VERSION = re.compile(r"(\d+\.\d+(?:\.\d+)?)")
+
+DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
+"""Where interpreters are looked up, and the PATH of every call (unless configured)."""
 _FIELDS = {
     "name", "aliases", "extensions", "shebangs", "interpreter", "package", "version",
     "run", "prelude", "memory_limit", "env", "hook_env", "description", "compile",
@@ -371,22 +375,83 @@ def parse_shebang(head: bytes) -> str | None:
 
 
 def probe(lang: Language, search_path: str | None = None) -> Installed:
-    """Find the interpreter of ``lang`` on ``search_path`` and ask its version (blocking)."""
+    """Find the interpreter of ``lang`` on ``search_path`` and ask its version (blocking).
+
+    Versions are remembered on disk (``probes.json`` in the cache folder) by
+    the interpreter's real path, size and modification time: an interpreter
+    is asked again only when it changed (``stack languages`` need not start
+    fourteen of them).
+    """
     path = lang.which(search_path)
     if path is None:
         return Installed(lang, None, None)
     version = None
     if lang.version_cmd:
         argv = [part.replace("{interpreter}", path) for part in lang.version_cmd]
-        try:
-            done = subprocess.run(
-                argv, capture_output=True, timeout=10, stdin=subprocess.DEVNULL, check=False
-            )
-            match = _VERSION.search((done.stdout + done.stderr).decode("utf-8", "replace"))
-            version = match.group(1) if match else None
-        except (OSError, subprocess.TimeoutExpired):
-            version = None
+        key = _probe_key(path, argv)
+        version = _probes().get(key) if key is not None else None
+        if version is None:
+            try:
+                done = subprocess.run(
+                    argv, capture_output=True, timeout=10, stdin=subprocess.DEVNULL, check=False
+                )
+                match = _VERSION.search((done.stdout + done.stderr).decode("utf-8", "replace"))
+                version = match.group(1) if match else None
+            except (OSError, subprocess.TimeoutExpired):
+                version = None
+            if key is not None and version is not None:
+                _remember_probe(key, version)
     return Installed(lang, path, version)
+
+
+_PROBES: dict[str, str] | None = None
+
+
+def _probe_file() -> Path:
+    from .launcher import cache_directory
+
+    return cache_directory() / "probes.json"
+
+
+def _probe_key(path: str, argv: Sequence[str]) -> str | None:
+    try:
+        real = os.path.realpath(path)
+        info = os.stat(real)
+    except OSError:
+        return None
+    return json.dumps([real, info.st_size, info.st_mtime_ns, list(argv)])
+
+
+def _probes() -> dict[str, str]:
+    """The remembered versions (read once per process; a file others may write is ignored)."""
+    global _PROBES
+    if _PROBES is None:
+        _PROBES = {}
+        try:
+            with open(_probe_file(), encoding="utf-8") as file:
+                info = os.fstat(file.fileno())
+                if info.st_uid == os.geteuid() and not info.st_mode & 0o022:
+                    loaded = json.load(file)
+                    if isinstance(loaded, dict):
+                        _PROBES = {str(k): str(v) for k, v in loaded.items()}
+        except (OSError, ValueError):
+            pass
+    return _PROBES
+
+
+def _remember_probe(key: str, version: str) -> None:
+    probes = _probes()
+    probes[key] = version
+    target = _probe_file()
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(f".probes.{os.getpid()}.tmp")
+        with open(partial, "w", encoding="utf-8") as file:
+            os.fchmod(file.fileno(), 0o644)
+            json.dump(probes, file)
+        os.replace(partial, target)  # whole, even with other stack processes writing
+    except OSError:
+        pass  # only a cache
 
 
 def _hook_env(value: object, source: Path | None) -> str:

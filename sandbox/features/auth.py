@@ -268,10 +268,11 @@ class RateLimiter:
         if tokens < 1:
             wait = (1 - tokens) / rate.per_second
             self._buckets[key] = (tokens, now)
+            retry = max(1, math.ceil(wait))  # what Retry-After says, in whole seconds
             raise RateLimited(
                 f"over the rate limit of {rate.per_second:g}/s for {key.split(':', 1)[0]}; "
-                f"retry in {wait:.1f} s",
-                retry_after=max(1, math.ceil(wait)),
+                f"retry in {retry} s",
+                retry_after=retry,
                 limit=rate.header(),
             )
         tokens -= 1

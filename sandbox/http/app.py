@@ -34,6 +34,7 @@ from ..features.health import Health
 from ..features.jobs import DEFAULT_OUTPUT
 from ..features.metrics import CONTENT_TYPE as METRICS_TYPE
 from ..features.metrics import Metrics
+from ..features.paths import UserPaths
 from ..features.services import Service, Services
 from . import piston
 from . import request as hooklib
@@ -80,7 +81,8 @@ class _HttpIO:
     """
 
     def __init__(self, outbox: Outbox, body: Body, request_id: str, stream: bool,
-                 method: str) -> None:  # fmt: skip
+                 method: str, paths: UserPaths | None = None) -> None:  # fmt: skip
+        self._paths = paths
         self._outbox = outbox
         self.running = True
         self._body = body
@@ -155,7 +157,8 @@ class _HttpIO:
 
     def on_event(self, event: Event) -> None:
         if event.kind in ("stderr", "log"):
-            script_log.info("[%s] %s", self._request_id, event.text)
+            text = self._paths.text(event.text) if self._paths is not None else event.text
+            script_log.info("[%s] %s", self._request_id, text)
         elif event.kind == "invalid":
             script_log.warning("[%s] control: %s", self._request_id, event.text)
 
@@ -175,7 +178,11 @@ class _HttpIO:
                 if trio.current_time() >= self._flush_at:
                     self._flush_at = math.inf
                     await self._flush()
-            call.cancel()
+            if not self.ended:
+                # A client gone after the whole response (the script sent
+                # ``end``) is not a client gone: the call exits by itself, under
+                # its limits, and its outcome and usage are logged as any other's.
+                call.cancel()
 
     def stop_watching(self) -> None:
         """The response is finished (or given up): end :meth:`watch`."""
@@ -276,7 +283,8 @@ async def send_error(send: Send, exc: StackError, request_id: str) -> None:
     await send_json(send, exc.status, body, request_id, extra)
 
 
-def outcome_error(outcome: Outcome, request_id: str, debug: bool) -> tuple[int, dict[str, Any]]:
+def outcome_error(outcome: Outcome, request_id: str, debug: bool,
+                  paths: UserPaths | None = None) -> tuple[int, dict[str, Any]]:  # fmt: skip
     """The status and JSON body for a call that failed before its body started."""
     status = _STATUS_OF_REASON.get(outcome.reason, 500)
     body: dict[str, Any] = {
@@ -288,7 +296,8 @@ def outcome_error(outcome: Outcome, request_id: str, debug: bool) -> tuple[int, 
         "request_id": request_id,
     }
     if debug:
-        body["stderr"] = outcome.stderr.decode("utf-8", "replace")
+        stderr = paths.rewrite(outcome.stderr) if paths is not None else outcome.stderr
+        body["stderr"] = stderr.decode("utf-8", "replace")
     return status, body
 
 
@@ -333,6 +342,9 @@ class StackApp:
             metrics.watch_engine(engine)
         self.metrics = metrics
         self._pools: dict[str, str | None] = {}
+        self._in_flight = 0
+        self._idle = trio.Event()
+        self._idle.set()
         self._limits: dict[str, tuple[Mapping[str, Any], Limits]] = {}
 
     def warm_pool(self, service: Service) -> str | None:
@@ -369,6 +381,38 @@ class StackApp:
             return
         if scope["type"] in ("http", "websocket"):
             scope["stack.route"] = route_of(_route_path(scope), self.doors)
+            if scope["stack.route"].door != "ops":
+                if self.health.draining:
+                    await self._refuse_draining(scope, send)
+                    return
+                self._in_flight += 1
+                self._idle = trio.Event() if self._in_flight == 1 else self._idle
+                try:
+                    await self._serve(scope, receive, send)
+                finally:
+                    self._in_flight -= 1
+                    if not self._in_flight:
+                        self._idle.set()
+                return
+        await self._serve(scope, receive, send)
+
+    async def wait_idle(self) -> None:
+        """Wait until no request is in flight (health and metrics do not count)."""
+        while self._in_flight:
+            await self._idle.wait()
+
+    async def _refuse_draining(self, scope: Scope, send: Send) -> None:
+        # Draining after SIGTERM: the server still answers (so load balancers
+        # see /readyz say 503) but starts nothing new.
+        if scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1012, "reason": "draining"})
+            return
+        body = {"error": "draining", "message": "the server is shutting down: try another "
+                "instance, or again shortly"}  # fmt: skip
+        await send_json(send, 503, body, new_request_id(), [(b"retry-after", b"5")])
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket"):
             admitted = await self._admit(scope, receive, send)
             if admitted is None:
                 return
@@ -459,6 +503,7 @@ class StackApp:
             await send(message)
 
         outcome: Outcome | None = None
+        error: StackError | None = None
         try:
             outcome = await self._handle(scope, receive, counting_send, request_id)
         except (StackError, BaseExceptionGroup) as exc:
@@ -469,7 +514,8 @@ class StackApp:
                 await send_error(counting_send, error, request_id)
         finally:
             if access_log.isEnabledFor(logging.INFO):
-                _log_access(scope, status_box[0], request_id, started, outcome)
+                outcome = outcome or scope.get("stack.outcome")
+                _log_access(scope, status_box[0], request_id, started, outcome, error)
 
     async def _handle(self, scope: Scope, receive: Receive, send: Send,
                       request_id: str) -> Outcome | None:  # fmt: skip
@@ -542,7 +588,8 @@ class StackApp:
         # connection and what is held for it, not the call's slot.
         async with trio.open_nursery() as nursery:
             outbox = Outbox(nursery, send, self.clients.output_buffer)
-            io = _HttpIO(outbox, body, request_id, stream, info.method)
+            paths = _paths(service)
+            io = _HttpIO(outbox, body, request_id, stream, info.method, paths)
             outcome: Outcome | None = None
             try:
                 with trio.CancelScope() as call_scope:
@@ -570,8 +617,12 @@ class StackApp:
                             code_dir=service.code_dir,
                         )
                         outcome = await call.run(invocation, io)
+                        # Kept on the scope for the access line, written even
+                        # when what follows is cancelled (a server stopping).
+                        scope["stack.outcome"] = outcome
                 # The call is over, its slot free: the rest is the client's.
-                return await self._respond(io, outbox, outcome, body, send, request_id)
+                return await self._respond(io, outbox, outcome, body, send, request_id, scope,
+                                           paths)  # fmt: skip
             finally:
                 io.stop_watching()
                 outbox.close()
@@ -588,10 +639,11 @@ class StackApp:
         built = await call.build(invocation, [service.staged.name], self.engine.compile_limits())
         if built.directory is None:
             outcome = built.outcome
+            output = _paths(service).rewrite(built.output)
             raise CompileError(
                 f"{service.staged.name} does not compile"
                 + (f" ({outcome.message})" if outcome is not None and outcome.message else ""),
-                output=built.output.decode("utf-8", "replace")[-8000:],
+                output=output.decode("utf-8", "replace")[-8000:],
             )
         return built.directory
 
@@ -612,13 +664,15 @@ class StackApp:
         return b"".join(raw)
 
     async def _respond(self, io: _HttpIO, outbox: Outbox, outcome: Outcome | None, body: Body,
-                       send: Send, request_id: str) -> Outcome | None:  # fmt: skip
+                       send: Send, request_id: str, scope: Scope,
+                       paths: UserPaths | None = None) -> Outcome | None:  # fmt: skip
         """Finish the response of a call that is over (None: the client went away)."""
         io.running = False
         await _drain(body)
         if outcome is None:
-            # The client went away: the call was killed and reaped.
-            log.info("[%s] the client disconnected; the call was killed", request_id)
+            # The client went away: the call was killed and reaped (the access
+            # line says so).
+            scope["stack.disconnected"] = True
             outbox.abort()
         elif outcome.head_sent:
             await io.finish(outcome)
@@ -633,7 +687,7 @@ class StackApp:
             io.head = outcome.head
             await io.finish(outcome)
         else:
-            status, payload = outcome_error(outcome, request_id, self.debug)
+            status, payload = outcome_error(outcome, request_id, self.debug, paths)
             usage = (b"x-stack-usage", usage_header(outcome.usage))
             await send_json(send, status, payload, request_id, [usage])
         return outcome
@@ -666,6 +720,11 @@ class StackApp:
             for s in self.services
         ]
         await send_json(send, 200, {"services": listing}, request_id)
+
+
+def _paths(service: Service) -> UserPaths:
+    """The service's sandbox paths, to show as its file."""
+    return UserPaths(service.staged.name, str(service.source), [str(service.staged)])
 
 
 async def _drain(body: Body) -> None:
@@ -743,8 +802,12 @@ def _request_info(scope: Scope, script_name: str, path_info: str) -> hooklib.Req
 
 
 def _log_access(scope: Scope, status: int, request_id: str, started: float,
-                outcome: Outcome | None) -> None:  # fmt: skip
-    """One line per request; with --log-format json, its fields as JSON."""
+                outcome: Outcome | None, error: StackError | None = None) -> None:  # fmt: skip
+    """One line per request; with --log-format json, its fields as JSON.
+
+    A failed call (a 5xx, or an outcome that is not ``ok``) is logged at
+    WARNING, so it shows without ``-v``; the rest at INFO.
+    """
     elapsed = time.monotonic() - started
     path = scope.get("path", "")
     route = scope.get("stack.route")
@@ -763,19 +826,32 @@ def _log_access(scope: Scope, status: int, request_id: str, started: float,
         fields["language"] = scope["stack.language"]
     if principal is not None:
         fields["principal"] = principal.name
+    failed = status >= 500 or (outcome is not None and not outcome.ok)
+    level = logging.WARNING if failed else logging.INFO
     if outcome is None:
-        access_log.info("%s %s %d %.1fms [%s]", scope.get("method"), path, status,
-                        elapsed * 1000, request_id, extra={"stack": fields})  # fmt: skip
+        reason = ""
+        if error is not None:
+            fields["reason"] = error.code
+            reason = f" {error.code}: {error.message}"
+        elif scope.get("stack.disconnected"):
+            fields["reason"] = "disconnected"
+            reason = " disconnected (the client left; the call was killed)"
+        access_log.log(level, "%s %s %d%s %.1fms [%s]", scope.get("method"), path, status,
+                       reason, elapsed * 1000, request_id, extra={"stack": fields})  # fmt: skip
         return
     usage = outcome.usage
     fields["reason"] = outcome.reason
     fields["usage"] = usage.to_json()
-    access_log.info(
+    reason = outcome.reason
+    if failed and outcome.message:
+        reason += f" ({outcome.message})"
+    access_log.log(
+        level,
         "%s %s %d %s wall=%.1fms cpu=%.1fms mem=%.1fMiB [%s]",
         scope.get("method"),
         path,
         status,
-        outcome.reason,
+        reason,
         usage.wall * 1000,
         usage.cpu * 1000,
         usage.memory / 1024 / 1024,

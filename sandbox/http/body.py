@@ -150,3 +150,7 @@ async def read_json(receive: Receive, limit: int | None) -> Any:
         return json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
         raise RequestError(f"the body is not valid JSON: {exc}") from exc
+    except RecursionError:
+        raise RequestError(
+            "the body is JSON nested too deeply to read (arrays or objects hundreds of levels deep)"
+        ) from None

@@ -56,7 +56,7 @@ def decode_reply(data: bytes) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
     """A reply to an HTTP request: ``{"status", "headers", "body"(base64)}``, or raw bytes (200)."""
     try:
         value = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return 200, [(b"content-type", b"application/octet-stream")], data
     if isinstance(value, dict) and "status" in value and isinstance(value["status"], int):
         headers = [(str(k).lower().encode("latin-1"), str(v).encode("latin-1"))
@@ -199,7 +199,7 @@ class Gateway:
                     op = json.loads(message.get("text") or message.get("bytes") or b"")
                     kind = op["op"]
                     subject = str(op["subject"])
-                except (ValueError, KeyError, TypeError):
+                except (ValueError, KeyError, TypeError, RecursionError):
                     await emit({"error": "bad_message",
                                 "message": 'send {"op": "subscribe|unsubscribe|publish", '
                                            '"subject": ...}'})  # fmt: skip

@@ -269,6 +269,8 @@ def _decode(message: Message) -> dict[str, Any]:
         value = json.loads(raw)
     except ValueError as exc:
         raise ValueError(f"message is not JSON: {exc}") from exc
+    except RecursionError:
+        raise ValueError("message is JSON nested too deeply to read") from None
     if not isinstance(value, dict):
         raise ValueError("message must be a JSON object")
     return value

@@ -112,6 +112,9 @@ def body_kind(content_type: str | None) -> str:
     return "raw"
 
 
+TOO_DEEP = "the body is JSON nested too deeply to read (arrays or objects hundreds of levels deep)"
+
+
 def parse_json_params(body: bytes) -> dict[str, Any]:
     """Params from a JSON body: an object's keys; any other JSON value gives none.
 
@@ -124,6 +127,8 @@ def parse_json_params(body: bytes) -> dict[str, Any]:
         value = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise RequestError(f"the body is not valid JSON: {exc}") from exc
+    except RecursionError:
+        raise RequestError(TOO_DEEP) from None
     return value if isinstance(value, dict) else {}
 
 

@@ -47,6 +47,11 @@ def bind(host: str, port: int, *, tries: int = 100) -> socket.socket:
             continue
         sock.listen(1024)
         return sock
+    if tries == 1:
+        raise ConfigError(
+            f"port {port} on {host} is taken (another server is listening there): stop it, "
+            "or pick another port with -p"
+        )
     raise ConfigError(f"no free port from {port} to {port + tries - 1} on {host}: {last}")
 
 

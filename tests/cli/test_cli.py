@@ -64,16 +64,47 @@ def test_serves_a_script_with_port_host_and_verbose_log(tmp_path: Path):
     assert "mem=" in log
 
 
-def test_taken_port_moves_to_the_next_free_one(tmp_path: Path):
+def test_a_taken_port_given_with_p_is_an_error(tmp_path: Path):
     script = tmp_path / "hello.sh"
     script.write_text("echo hi\n")
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        with stack_server(str(script), "-p", str(port), "--isolate", "none") as (url, _):
-            assert int(url.rsplit(":", 1)[1]) > port
-            assert httpx.get(url).text == "hi\n"
+        done = subprocess.run([*STACK, str(script), "-p", str(port), "--isolate", "none"],
+                              capture_output=True, text=True, timeout=30)  # fmt: skip
+    assert done.returncode == 2
+    assert f"port {port} on 127.0.0.1 is taken" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_a_taken_default_port_moves_to_the_next_free_one_and_says_so(tmp_path: Path):
+    script = tmp_path / "hello.sh"
+    script.write_text("echo hi\n")
+    with socket.socket() as taken:
+        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            taken.bind(("127.0.0.1", 3000))
+        except OSError:
+            pytest.skip("port 3000 is in use here: cannot take it for the test")
+        taken.listen()
+        proc = subprocess.Popen([*STACK, str(script), "--isolate", "none"],
+                                stderr=subprocess.PIPE, text=True)  # fmt: skip
+        try:
+            assert proc.stderr is not None
+            lines = []
+            while not lines or " at http://" not in lines[-1]:
+                line = proc.stderr.readline()
+                assert line, "".join(lines)
+                lines.append(line)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=15)
+            assert proc.stderr is not None
+            proc.stderr.close()
+    said = "".join(lines)
+    assert "port 3000 is taken: using 300" in said
+    assert "at http://127.0.0.1:300" in said
 
 
 def test_timeout_flag_takes_milliseconds_and_units(tmp_path: Path):

@@ -185,10 +185,12 @@ def stack(*args: str, stdin: str | None = None, env: dict[str, str] | None = Non
 def test_cli_lists_and_shows_actions():
     listed = stack("action", "--actions", str(EXAMPLES))
     assert listed.returncode == 0
-    lines = {line.split()[0]: line for line in listed.stdout.splitlines()}
+    header, *rows = listed.stdout.splitlines()
+    assert header.split() == ["NAME", "LANGUAGE", "TAGS", "DESCRIPTION"]
+    lines = {line.split()[0]: line for line in rows}
     assert set(lines) == {*HELLOS, *EXO_HELLOS, "random-number"}
     assert "ruby" in lines["hello-ruby"]
-    assert "[example, greeting]" in lines["hello-php"]
+    assert "example, greeting" in lines["hello-php"]
     shown = stack("action", "random-number", "--actions", str(EXAMPLES))
     assert shown.returncode == 0
     assert "input schema:" in shown.stdout
