@@ -126,3 +126,5 @@ def _decode(body: bytes | act.ActionError) -> Any:
         return json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         return act.ActionError("invalid_json", "request", f"the body is not valid JSON: {exc}")
+    except RecursionError:
+        return act.ActionError("invalid_json", "request", "the body's JSON is nested too deeply")

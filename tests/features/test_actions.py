@@ -307,6 +307,7 @@ async def test_http_every_failure_names_its_stage(client, failing):
     async with action_server(failing) as url:
         cases = {
             "not_json_body": await client.post(f"{url}/request", content=b"{oops"),
+            "too_deep": await client.post(f"{url}/actions/echo", content=b"[" * 100_000),
             "bad_request": await client.post(f"{url}/request", json={"input": {}}),
             "unknown": await client.post(f"{url}/actions/ghost", json={}),
             "bad_input": await client.post(f"{url}/actions/echo", json={"text": 5}),
@@ -319,6 +320,7 @@ async def test_http_every_failure_names_its_stage(client, failing):
         }  # fmt: skip
     expected = {
         "not_json_body": (400, "request", "invalid_json"),
+        "too_deep": (400, "request", "invalid_json"),
         "bad_request": (400, "request", "invalid_request"),
         "unknown": (404, "action", "unknown_action"),
         "bad_input": (400, "input", "invalid_input"),
