@@ -224,6 +224,17 @@ def _run_server(args: argparse.Namespace, path: Path | None, *, execute: bool) -
             )
             return 2
         log.warning("--insecure: listening on %s with NO authentication", args.host)
+    if os.geteuid() != 0 and full.engine.isolate == "none" and not loopback(args.host):
+        if not args.insecure:
+            print(
+                f"stack: refusing to serve {args.host} with --isolate none as a non-root user: "
+                "every call would run as this server's own user, able to read its config and "
+                "state. Run stack as root (each call then gets a uid of its own), use "
+                "--isolate bwrap, or pass --insecure if every script is trusted.",
+                file=sys.stderr,
+            )
+            return 2
+        log.warning("--insecure: calls run as this server's user, without a sandbox")
     explicit = args.port is not None
     port = args.port if explicit else DEFAULT_PORT
     sock = bind(args.host, port, tries=1 if explicit else 100)
@@ -262,6 +273,13 @@ def _run_server(args: argparse.Namespace, path: Path | None, *, execute: bool) -
                 log.warning(
                     "isolation: none - scripts run without a sandbox (trusted code only; "
                     "use --isolate bwrap for untrusted code)"
+                )
+            if not app.engine.root:
+                log.warning(
+                    "calls run as this server's own user (uid %d): they share its files, "
+                    "processes and process limit. For untrusted code run stack as root (in "
+                    "a container: the container's root); each call then gets a uid of its own",
+                    os.geteuid(),
                 )
             draining = trio.Event()
 

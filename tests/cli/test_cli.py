@@ -250,3 +250,21 @@ def test_serve_runs_the_execute_api_and_services(tmp_path: Path):
             "language": "python", "files": [{"content": "print(6 * 7)"}]}).json()  # fmt: skip
         assert result["run"]["stdout"] == "42\n"
         assert httpx.get(url + "/hi").text == "service\n"
+
+
+def test_a_non_root_server_refuses_isolate_none_on_a_public_address(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+):
+    # As a non-root user every call would run as the server's own user.
+    from sandbox.cli.main import main
+
+    config = tmp_path / "stack.yaml"
+    config.write_text(
+        "auth:\n  keys:\n    - {name: a, sha256: '" + "0" * 64 + "', scopes: [execute]}\n"
+    )
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    code = main(["serve", "-h", "0.0.0.0", "-p", "0", "--isolate", "none",
+                 "--config", str(config)])  # fmt: skip
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "refusing to serve 0.0.0.0 with --isolate none as a non-root user" in err
