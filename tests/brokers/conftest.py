@@ -23,6 +23,8 @@ import psutil
 import pytest
 import trio
 
+from sandbox.brokers import Message, Subscription
+
 SBIN = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 PACKAGES = {"nats-server": "nats-server", "redis-server": "redis-server", "mosquitto": "mosquitto"}
 
@@ -281,3 +283,18 @@ def certificates(tmp_path: Path) -> Certificates:
     server_cert, server_key = leaf("127.0.0.1", ExtendedKeyUsageOID.SERVER_AUTH, "server")
     client_cert, client_key = leaf("stack client", ExtendedKeyUsageOID.CLIENT_AUTH, "client")
     return Certificates(tmp_path / "ca.pem", server_cert, server_key, client_cert, client_key)
+
+
+QUIET = 0.15
+"""How long a subscription must stay silent for "no other message" to hold."""
+
+async def take(subscription: Subscription, count: int, *, within: float = 5) -> list[Message]:
+    """``count`` messages, then make sure no other one follows."""
+    messages: list[Message] = []
+    with trio.fail_after(within):
+        while len(messages) < count:
+            messages.append(await subscription.receive())
+    with trio.move_on_after(QUIET):
+        extra = await subscription.receive()
+        pytest.fail(f"{subscription!r} got an unexpected message {extra!r}")
+    return messages

@@ -24,13 +24,12 @@ from sandbox.brokers import (
     open_broker,
 )
 
-from .conftest import STARTERS, Server, broker_threads, connections_to, free_port
+from .conftest import QUIET, STARTERS, Server, broker_threads, connections_to, free_port, take
 
 KINDS = ["memory", "nats", "redis", "mqtt"]
 SERVERS = ["nats", "redis", "mqtt"]
 SCHEMES = {"nats": "nats", "redis": "redis", "mqtt": "mqtt"}
 #: How long a test waits to be sure that no further message comes.
-QUIET = 0.15
 
 
 @dataclass
@@ -60,16 +59,6 @@ async def served(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterato
         yield Target(request.param, server)
 
 
-async def take(subscription: Subscription, count: int, *, within: float = 5) -> list[Message]:
-    """``count`` messages, then make sure no other one follows."""
-    messages: list[Message] = []
-    with trio.fail_after(within):
-        while len(messages) < count:
-            messages.append(await subscription.receive())
-    with trio.move_on_after(QUIET):
-        extra = await subscription.receive()
-        pytest.fail(f"{subscription!r} got an unexpected message {extra!r}")
-    return messages
 
 
 async def test_publish_subscribe_with_wildcards(target: Target) -> None:

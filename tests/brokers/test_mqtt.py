@@ -10,8 +10,7 @@ import trio
 
 from sandbox.brokers import BrokerConfig, BrokerUnavailable, open_broker
 
-from .conftest import Certificates, Server, start_mosquitto
-from .test_contract import take
+from .conftest import Certificates, Server, start_mosquitto, take
 
 
 async def test_overlapping_subscriptions_in_one_connection_each_get_their_messages(
