@@ -198,18 +198,12 @@ class Control:
             self._buffer = b""
             return []
         events: list[Event] = []
-        self._buffer += data
-        while True:
-            line, sep, rest = self._buffer.partition(b"\n")
-            if not sep:
-                if len(self._buffer) > MAX_LINE:
-                    self._buffer = b""
-                    if not self._skipping:
-                        events.append(Event("invalid", f"control line over {MAX_LINE} bytes"))
-                    self._skipping = True
-                break
-            self._buffer = rest
-            if self._skipping:
+        # One split per read, not one copy of the rest per line: a read full
+        # of newlines costs what it holds, not its square.
+        lines = (self._buffer + data).split(b"\n")
+        self._buffer = lines.pop()  # what follows the last newline: not a line yet
+        for line in lines:
+            if self._skipping:  # the end of a line that was already too long
                 self._skipping = False
                 continue
             if len(line) > MAX_LINE:
@@ -220,6 +214,11 @@ class Control:
             if self.overflow is not None:
                 self._buffer = b""
                 break
+        if len(self._buffer) > MAX_LINE:
+            self._buffer = b""
+            if not self._skipping:
+                events.append(Event("invalid", f"control line over {MAX_LINE} bytes"))
+            self._skipping = True
         return self._within_budget(events)
 
     def close(self) -> list[Event]:
@@ -251,6 +250,8 @@ class Control:
             message = json.loads(line)
         except (ValueError, UnicodeDecodeError):
             return [Event("invalid", f"control message is not JSON: {line[:80]!r}")]
+        except RecursionError:
+            return [Event("invalid", "control message nested too deeply")]
         if not isinstance(message, dict) or not isinstance(message.get("type"), str):
             return [Event("invalid", "control message needs a string 'type'")]
         kind = message["type"]

@@ -109,8 +109,11 @@ def remove_call_dir(workdir: Path) -> bool:
     return True
 
 
-def remove_tree(path: Path) -> None:
+def remove_tree(path: Path | str, *, dir_fd: int | None = None) -> None:
     """Remove a directory a script filled, whatever it holds (blocking).
+
+    With ``dir_fd``, ``path`` is a name in that directory (no link on the way
+    to it is followed).
 
     Depth costs nothing: every directory met is first moved up to ``path``
     itself, then emptied, so no recursion, no long path and at most three
@@ -124,7 +127,7 @@ def remove_tree(path: Path) -> None:
             left, holding what remains, for the caller to retry or set aside).
     """
     try:
-        top = os.open(path, _DIR_FLAGS)
+        top = os.open(path, _DIR_FLAGS, dir_fd=dir_fd)
     except FileNotFoundError:
         return
     failed: OSError | None = None
@@ -167,4 +170,4 @@ def remove_tree(path: Path) -> None:
         os.close(top)
     if failed is not None:
         raise failed
-    os.rmdir(path)
+    os.rmdir(path, dir_fd=dir_fd)

@@ -25,6 +25,7 @@ SHARED = (Path("/tmp"), Path("/var/tmp"), Path("/dev/shm"), Path("/dev/mqueue"))
 """The host's folders every user may write to."""
 _DEPTH = 4  # world-writable folders inside them (another user's sticky /tmp/x) are searched too
 _IPC_RMID = 0
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 
@@ -41,9 +42,28 @@ def remove_leftovers(uid: int, folders: tuple[Path, ...] = SHARED) -> int:
 
 
 def _sweep(folder: Path, uid: int, depth: int) -> int:
+    try:
+        fd = os.open(folder, _DIR_FLAGS)
+    except OSError:
+        return 0
+    try:
+        return _sweep_at(fd, str(folder), uid, depth)
+    finally:
+        os.close(fd)
+
+
+def _sweep_at(fd: int, where: str, uid: int, depth: int) -> int:
+    """Remove what ``uid`` owns in the open folder ``fd``, by name, never through a link.
+
+    Another tenant's call may still run and swap a folder for a link while
+    this runs as root: names are only looked up relative to descriptors
+    opened with ``O_NOFOLLOW``, and only folders root owns (``/tmp``'s own
+    sticky subfolders such as ``.X11-unix``) are searched below the top; a
+    folder another uid made is its own to clean when its call ends.
+    """
     removed = 0
     try:
-        entries = list(os.scandir(folder))
+        entries = list(os.scandir(fd))
     except OSError:
         return 0
     for entry in entries:
@@ -51,14 +71,19 @@ def _sweep(folder: Path, uid: int, depth: int) -> int:
             info = entry.stat(follow_symlinks=False)
             if info.st_uid == uid:
                 if stat.S_ISDIR(info.st_mode):
-                    remove_tree(Path(entry.path))
+                    remove_tree(entry.name, dir_fd=fd)
                 else:
-                    os.unlink(entry.path)
+                    os.unlink(entry.name, dir_fd=fd)
                 removed += 1
-            elif depth > 1 and stat.S_ISDIR(info.st_mode) and info.st_mode & 0o002:
-                removed += _sweep(Path(entry.path), uid, depth - 1)
+            elif (depth > 1 and stat.S_ISDIR(info.st_mode) and info.st_uid == 0
+                  and info.st_mode & 0o002):  # fmt: skip
+                below = os.open(entry.name, _DIR_FLAGS, dir_fd=fd)
+                try:
+                    removed += _sweep_at(below, f"{where}/{entry.name}", uid, depth - 1)
+                finally:
+                    os.close(below)
         except OSError as exc:
-            log.warning("leftover of uid %d: %s: %s", uid, entry.path, exc)
+            log.warning("leftover of uid %d: %s/%s: %s", uid, where, entry.name, exc)
     return removed
 
 
