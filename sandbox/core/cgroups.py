@@ -208,6 +208,10 @@ class Group:
             return int(text) / 1e9  # nanoseconds
         return _counter(text, "usage_usec") / 1e6
 
+    def occupied(self) -> bool:
+        """Whether any process is in the group (one read; the usual answer after a call: no)."""
+        return bool(_read(self.memory_dir / "cgroup.procs").split())
+
     def kill(self) -> int:
         """SIGKILL every process in the group until it is empty; returns how many there were."""
         procs = self.memory_dir / "cgroup.procs"

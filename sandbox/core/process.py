@@ -831,8 +831,6 @@ async def drive(started: Started, io: CallIO, spawn: Spawn | None = None,
     if preamble:
         # A warm process: already running; the call starts now.
         started_at = call.started_at = call.spawned_at = time.monotonic()
-        if spawn.cgroup is not None:
-            spawn.cgroup.prepare(spawn.memory, spawn.processes)  # the peak counts from here
     else:
         started_at = call.started_at = started.started_at
     call.preamble = preamble
@@ -840,6 +838,10 @@ async def drive(started: Started, io: CallIO, spawn: Spawn | None = None,
     poll: select.epoll | None = None
     cancelled = pumped = False
     try:
+        if preamble and spawn.cgroup is not None:
+            # Inside the try: if the group cannot be set, the waiting process
+            # is still killed and reaped and its pipes closed.
+            spawn.cgroup.prepare(spawn.memory, spawn.processes)  # the peak counts from here
         for fd in (started.stdin, started.stderr, started.status):
             os.set_blocking(fd, False)
         poll = select.epoll()
@@ -891,6 +893,11 @@ async def drive(started: Started, io: CallIO, spawn: Spawn | None = None,
         measured = None
         if spawn.cgroup is not None:
             try:
+                if spawn.cgroup.occupied():
+                    # Something escaped the call's pid namespace: killing it may
+                    # take a while, away from the event loop.
+                    with trio.CancelScope(shield=True):
+                        await trio.to_thread.run_sync(spawn.cgroup.kill)
                 measured = spawn.cgroup.finish()  # also kills anything left in the group
             except OSError:
                 pass  # the group was removed under us: rlimit figures only

@@ -27,7 +27,7 @@ from ..core.engine import Call, Engine
 from ..core.invocation import Invocation
 from ..core.limits import Limits
 from ..core.process import Outcome, Running, Usage, signal_name
-from ..errors import BodyTooLarge, CompileError, NotFound, RequestError, StackError
+from ..errors import BodyTooLarge, CompileError, NotFound, RequestError, RequestTimeout, StackError
 from ..features import auth
 from ..features.auth import Authenticator, Principal
 from ..features.health import Health
@@ -599,7 +599,15 @@ class StackApp:
                         if service.language.compile:
                             build = await self._build(call, service)
                         if kind == "multipart":
-                            stdin = await self._uploads(call, body, info, params)
+                            # Parsed holding the slot: bounded by the call's own wall
+                            # time, or a trickling upload would hold the slot for hours.
+                            with trio.move_on_after(limits.timeout or math.inf) as late:
+                                stdin = await self._uploads(call, body, info, params)
+                            if late.cancelled_caught:
+                                raise RequestTimeout(
+                                    "the multipart body did not arrive within the call's "
+                                    f"wall-clock limit of {limits.timeout:g} s"
+                                )
                         hook = hooklib.build_hook(info, params, request_id=request_id,
                                                   env=service.env)  # fmt: skip
                         env = hooklib.cgi_environ(info, request_id=request_id, software=SOFTWARE)

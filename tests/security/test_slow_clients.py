@@ -317,3 +317,34 @@ async def test_a_body_that_waited_for_a_slot_is_not_late(stack, services):
             counted = await s.post("count.sh", content=b"12345",
                                    headers={"content-type": "application/octet-stream"})  # fmt: skip
         assert (counted.status_code, counted.text.strip()) == (200, "5"), counted.text
+
+
+async def test_a_trickling_upload_cannot_hold_a_slot_past_the_calls_wall_time(stack, services):
+    # A multipart body is parsed holding the call's slot: at the body rate
+    # allowed (4 KiB/s here) a 16 MiB upload would keep it for an hour.
+    folder = services({"upload.sh": "echo got\n"})
+    config = EngineConfig(limits=Limits(timeout=2), max_running=1, isolate="none")
+    clients = ClientLimits(body_timeout=60, body_min_rate=1)
+    async with stack(folder, config=config, clients=clients) as s:
+        sock = await _connect(s.url)
+        boundary = "b0undary"
+        head = (f"POST /upload.sh HTTP/1.1\r\nhost: x\r\n"
+                f"content-type: multipart/form-data; boundary={boundary}\r\n"
+                "content-length: 100000\r\n\r\n"
+                f"--{boundary}\r\ncontent-disposition: form-data; name=\"f\"; "
+                "filename=\"a.bin\"\r\n\r\n")  # fmt: skip
+        await sock.send(head.encode())
+        answer = b""
+        with trio.fail_after(20):
+            while b"\r\n\r\n" not in answer:
+                with trio.move_on_after(0.2):
+                    chunk = await sock.recv(65536)
+                    if not chunk:
+                        break
+                    answer += chunk
+                    continue
+                await sock.send(b"x" * 10)  # still sending, slowly
+        sock.close()
+        assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+        after = await s.get("ping.sh")  # the slot is free again
+        assert after.text == "pong\n"
