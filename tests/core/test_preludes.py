@@ -102,6 +102,12 @@ class Language:
     spec: dict[str, Any]
     interpreter: str
 
+    @property
+    def env(self) -> dict[str, str]:
+        """The language's env as the engine gives it to a call with no memory limit
+        (a value sized from the limit, ``{memory_mib}``, is left out)."""
+        return {k: v for k, v in self.spec["env"].items() if "{memory_mib}" not in v}
+
     def command(self, script: Path, *args: str) -> list[str]:
         prelude = str(PRELUDES / self.spec["prelude"])
         substitutions = {
@@ -146,7 +152,9 @@ class Language:
             "LANG": "C.UTF-8",
             "HOME": str(tmp),
             "TMPDIR": str(tmp),
-            **self.spec["env"],
+            # As the engine does for a call without a memory limit: a value
+            # sized from the limit ({memory_mib}) is left out.
+            **self.env,
             **(env or {}),
         }
         if hook is not None:
@@ -580,7 +588,7 @@ def test_output_is_streamed(lang: str, tmp_path: Path) -> None:
 
 
 def assert_streams(lang: Language, script: Path) -> None:
-    environ = {"PATH": os.environ["PATH"], "LANG": "C.UTF-8", **lang.spec["env"]}
+    environ = {"PATH": os.environ["PATH"], "LANG": "C.UTF-8", **lang.env}
     with subprocess.Popen(
         lang.command(script),
         stdin=subprocess.DEVNULL,
