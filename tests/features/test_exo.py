@@ -289,7 +289,9 @@ def test_cli_lists_shows_and_runs_exo_actions_from_exo_actions(exo: Path):
     env = {"EXO_ACTIONS": f"{exo}/*", "EXO__EXAMPLE__COLOR": "blue"}
     listed = stack("action", env=env)
     assert listed.returncode == 0, listed.stderr
-    names = [line.split()[0] for line in listed.stdout.splitlines()]
+    header, *rows = listed.stdout.splitlines()
+    assert header.split()[0] == "NAME"
+    names = [line.split()[0] for line in rows]
     assert names == sorted(EXO_ACTIONS)
     assert "Hello world in Bash" in listed.stdout
     shown = stack("action", "hello-node", env=env)
