@@ -14,6 +14,7 @@ import base64
 import binascii
 import codecs
 import json
+import math
 import signal
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -218,7 +219,11 @@ def _stage_limits(
         value = body.get(name)
         if value is None:
             continue
-        if isinstance(value, bool) or not isinstance(value, int | float):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+        ):
             raise RequestError(f"If specified, {name} must be a number")
         if value == -1 and key == "memory":
             changes[key] = maxima.memory

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import platform
+import re
 import time
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
@@ -51,6 +52,7 @@ Send = Callable[[Message], Awaitable[None]]
 SendJson = Callable[..., Awaitable[None]]
 
 log = logging.getLogger("stack")
+_COUNT = re.compile(r"[0-9]{1,9}")  # ASCII digits only, and no OFFSET overflow
 ROUTES = ("/submissions", "/languages", "/statuses", "/about", "/version", "/config_info",
           "/system_info", "/workers")  # fmt: skip
 MAX_REQUEST = 64 * 1024 * 1024
@@ -242,7 +244,7 @@ class Judge0:
             if key == "all":
                 await reply(200, j0.languages(registry))
                 return
-            detail = j0.language_detail(registry, int(key)) if key.isdigit() else None
+            detail = j0.language_detail(registry, int(key)) if _COUNT.fullmatch(key) else None
             if detail is None:
                 await reply(404, {"error": f"language with id {key} doesn't exist"})
             else:
@@ -389,10 +391,10 @@ class Judge0:
         _authorize(scope, auth)
         fields = j0.requested_fields(query.get("fields"))
         number, size = query.get("page", "1"), query.get("per_page", "20")
-        if not number.lstrip("-").isdigit() or int(number) <= 0:
+        if not _COUNT.fullmatch(number) or int(number) <= 0:
             await reply(400, {"error": f"invalid page: {number}"})
             return
-        if not size.lstrip("-").isdigit() or int(size) < 0:
+        if not _COUNT.fullmatch(size) or int(size) < 0:
             await reply(400, {"error": f"invalid per_page: {size}"})
             return
         page, per_page = int(number), min(int(size), 1000)

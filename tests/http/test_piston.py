@@ -446,3 +446,14 @@ async def test_compiled_service_over_http(server, client, script, isolate):
     assert broken.status_code == 500
     assert broken.json()["error"] == "compile"
     assert "error" in broken.json()["output"]
+
+
+async def test_a_limit_that_is_not_a_finite_number_is_a_400(client):
+    async with api() as url:
+        for literal in (b"NaN", b"Infinity", b"1e999"):
+            body = (b'{"language": "bash", "version": "*", "files": [{"content": "true"}], '
+                    b'"run_memory_limit": ' + literal + b"}")  # fmt: skip
+            answer = await client.post(f"{url}/api/v2/execute", content=body,
+                                       headers={"content-type": "application/json"})  # fmt: skip
+            assert answer.status_code == 400, (literal, answer.text)
+            assert "run_memory_limit must be a number" in answer.json()["message"]
