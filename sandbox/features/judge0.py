@@ -133,6 +133,9 @@ class Settings:
         enable_callbacks: whether ``callback_url`` is allowed.
         callbacks_max_tries, callbacks_timeout: a callback's attempts and the
             seconds each may take.
+        callbacks_to_private: allow callbacks to loopback, private, link-local
+            and other non-public addresses (off: a submission cannot make the
+            server call its own network or a cloud metadata service).
         allow_enable_network: whether a submission may ask for the network
             (under bwrap; off by default, unlike Judge0).
         cpu_extra_time, max_cpu_extra_time: seconds past ``cpu_time_limit``
@@ -154,6 +157,7 @@ class Settings:
     enable_callbacks: bool = True
     callbacks_max_tries: int = 3
     callbacks_timeout: float = 5.0
+    callbacks_to_private: bool = False
     allow_enable_network: bool = False
     cpu_extra_time: float = 1.0
     max_cpu_extra_time: float = 5.0

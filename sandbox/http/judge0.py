@@ -15,6 +15,7 @@ and puts their submissions back at the head of the queue.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import platform
@@ -22,7 +23,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import trio
@@ -159,6 +160,11 @@ class Judge0:
     async def _callback(self, record: Record) -> None:
         """PUT the submission to its ``callback_url``, with retries (Judge0's fields, base64)."""
         url = record["callback_url"]
+        if not self.settings.callbacks_to_private and not await _public(url):
+            log.warning("judge0: callback for %s to %s refused: not a public address "
+                        "(judge0.callbacks_to_private allows it)",
+                        record["token"], url)  # fmt: skip
+            return
         body = j0.serialize(record, j0.CALLBACK_FIELDS, base64_encoded=True)
         tries = max(1, self.settings.callbacks_max_tries)
         for attempt in range(1, tries + 1):
@@ -513,6 +519,22 @@ async def serve_judge0(engine: Engine, settings: j0.Settings, *, output: int = e
         nursery.start_soon(judge.prune)
         task_status.started(judge)
         await trio.sleep_forever()
+
+
+async def _public(url: str) -> bool:
+    """Whether every address ``url``'s host resolves to is a public one.
+
+    Checked when the callback is sent (a name could be pointed elsewhere
+    later: this keeps submissions from reaching the server's own network, it
+    does not pin the address).
+    """
+    host = urlsplit(url).hostname or ""
+    try:
+        found = await trio.socket.getaddrinfo(host, None, type=trio.socket.SOCK_STREAM)
+    except OSError:
+        return False
+    addresses = {ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in found}
+    return bool(addresses) and all(a.is_global and not a.is_multicast for a in addresses)
 
 
 __all__ = ["Judge0", "serve_judge0"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import logging
 import os
 import pwd
 import shutil
@@ -388,7 +389,7 @@ async def test_callbacks_are_retried(client, sqlite):
 
     async with trio.open_nursery() as nursery:
         hook = await nursery.start(serve, receiver, bind("127.0.0.1", 0))
-        async with judge0_server(sqlite) as url:
+        async with judge0_server(sqlite, callbacks_to_private=True) as url:
             created = await client.post(f"{url}/submissions", json={
                 "source_code": "print('called back')", "language_id": 71,
                 "callback_url": f"{hook}/done"})  # fmt: skip
@@ -686,3 +687,38 @@ async def test_a_multi_file_program(sqlite, use_sdk):
         assert good.status == judge0.Status.ACCEPTED, good
         assert good.stdout == "hello world\n"
         assert bad.status == judge0.Status.COMPILATION_ERROR
+
+
+async def test_callbacks_to_the_servers_own_network_are_refused(client, sqlite, caplog):
+    # A submission must not make the server call its loopback, its private
+    # network or a cloud metadata address.
+    need("python3")
+    caplog.set_level(logging.WARNING, logger="stack")
+    async with judge0_server(sqlite) as url:
+        # Loopback only: no test sends traffic anywhere else (the other ranges
+        # are checked without a request below).
+        for target in ("http://127.0.0.1:9/x", "http://localhost:9/x", "http://[::1]:9/x"):
+            created = await client.post(f"{url}/submissions?wait=true", json={
+                "source_code": "print(1)", "language_id": 71, "callback_url": target})  # fmt: skip
+            assert created.status_code == 201, created.text
+        with trio.fail_after(10):
+            while caplog.text.count("not a public address") < 3:
+                await trio.sleep(0.05)
+
+
+@pytest.mark.parametrize(
+    ("url", "public"),
+    [
+        ("http://127.0.0.1/x", False),
+        ("http://10.1.2.3/x", False),
+        ("http://192.168.1.1/x", False),
+        ("http://169.254.169.254/latest", False),
+        ("http://[fd00::1]/x", False),
+        ("http://8.8.8.8/x", True),
+    ],
+)
+async def test_which_callback_addresses_are_public(url: str, public: bool) -> None:
+    # Numeric hosts: resolved without a lookup, and nothing is sent.
+    from sandbox.http.judge0 import _public
+
+    assert await _public(url) is public
