@@ -243,14 +243,15 @@ class Engine:
         """A copy of ``folder`` the sandbox uid can read, made once per server (blocking).
 
         Regular files and folders only, root's and read-only for others, so
-        an action's own files are readable whatever their modes on disk.
+        an action's own files are readable whatever their modes on disk;
+        dotfiles (``.env``), keys and credentials are left out.
         """
         key = hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:16]
         target = self.base / "code" / key
         if key not in self._staged:
             temporary = self.base / "code" / f".{key}.tmp"
             shutil.rmtree(temporary, ignore_errors=True)
-            copy_regular_files(folder, temporary)
+            copy_regular_files(folder, temporary, code=True)
             shutil.rmtree(target, ignore_errors=True)
             os.replace(temporary, target)
             self._staged.add(key)

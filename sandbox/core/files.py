@@ -8,25 +8,41 @@ break (see :func:`remove_tree`).
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import secrets
 import shutil
 import stat
 from pathlib import Path
 
+SECRETS = (
+    "*.key", "*.pem", "*.p12", "*.pfx", "*.jks", "*.keystore", "*.kdbx", "*.env",
+    "id_rsa*", "id_dsa*", "id_ecdsa*", "id_ed25519*", "*.stack.yaml",
+)  # fmt: skip
+"""Names of files never copied into a call's view of code: keys, credentials, settings."""
 
-def copy_regular_files(source: Path, target: Path) -> None:
-    """Copy a build made by the sandbox uid, as root, without trusting it.
+
+def is_secret(name: str) -> bool:
+    """Whether a file named ``name`` stays out of code a call sees (dotfiles, keys...)."""
+    return name.startswith(".") or any(fnmatch.fnmatchcase(name, p) for p in SECRETS)
+
+
+def copy_regular_files(source: Path, target: Path, *, code: bool = False) -> None:
+    """Copy a build made by the sandbox uid, or code, as root, without trusting it.
 
     Only directories and regular files are copied (never symlinks, fifos or
     devices: a link to /etc/shadow or a fifo must not be read as root), and
-    the copies are root's, read-only for everybody else.
+    the copies are root's, read-only for everybody else. With ``code`` (an
+    action's folder), secrets (:func:`is_secret`: dotfiles such as ``.env``,
+    keys, credentials) are left out too: the copies are readable by every call.
     """
     target.mkdir(mode=0o755)
     for entry in os.scandir(source):
         info = entry.stat(follow_symlinks=False)
+        if code and is_secret(entry.name):
+            continue
         if stat.S_ISDIR(info.st_mode):
-            copy_regular_files(Path(entry.path), target / entry.name)
+            copy_regular_files(Path(entry.path), target / entry.name, code=code)
         elif stat.S_ISREG(info.st_mode):
             fd = os.open(entry.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
             with os.fdopen(fd, "rb") as src, open(target / entry.name, "wb") as dst:

@@ -24,7 +24,6 @@ operator named them. Blocking throughout (file system walks and copies).
 
 from __future__ import annotations
 
-import fnmatch
 import os
 import pwd
 import shutil
@@ -33,12 +32,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..core.files import is_secret
+
 MAX_FILES = 2000
 MAX_BYTES = 64 * 1024 * 1024
-SECRETS = (
-    "*.key", "*.pem", "*.p12", "*.pfx", "*.jks", "*.keystore", "*.kdbx", "*.env",
-    "id_rsa*", "id_dsa*", "id_ecdsa*", "id_ed25519*", "*.stack.yaml",
-)  # fmt: skip
 SKIPPED_FOLDERS = ("__pycache__",)
 
 
@@ -76,10 +73,6 @@ def _size(count: int) -> str:
     if count < 1024**2:
         return f"{count / 1024:.0f} KiB"
     return f"{count / 1024**2:.0f} MiB"
-
-
-def _secret(name: str) -> bool:
-    return name.startswith(".") or any(fnmatch.fnmatchcase(name, p) for p in SECRETS)
 
 
 def _readable(info: os.stat_result, path: str, root: bool) -> bool:
@@ -132,7 +125,7 @@ def survey(folder: Path, always: Iterable[str] = (), *, whole: bool = True,
                 info = entry.stat(follow_symlinks=False)
             except OSError:
                 continue
-            if _secret(entry.name):
+            if is_secret(entry.name):
                 found.skip("secret-looking (dotfiles, keys, settings)")
             elif stat.S_ISLNK(info.st_mode):
                 found.skip("symlinks")

@@ -140,3 +140,20 @@ async def test_nothing_a_call_leaves_outside_its_directory_reaches_the_next_one(
         assert (await s.get("leave.sh")).text == "left True\n"
         peek = await s.get("peek.sh")
     assert peek.text == "files [] shm False\n"
+
+
+def test_an_actions_secrets_are_not_staged_where_calls_can_read_them(tmp_path: Path) -> None:
+    from sandbox.core.files import copy_regular_files
+
+    action = tmp_path / "action"
+    action.mkdir()
+    (action / "main.py").write_text("print(1)\n")
+    (action / "main.py").chmod(0o600)  # the action's own code: copied, readable
+    (action / ".env").write_text("TOKEN=s3cret\n")
+    (action / "deploy.key").write_text("-----BEGIN-----\n")
+    (action / ".git").mkdir()
+    (action / ".git" / "config").write_text("[remote]\n")
+    staged = tmp_path / "staged"
+    copy_regular_files(action, staged, code=True)
+    assert sorted(p.name for p in staged.iterdir()) == ["main.py"]
+    assert (staged / "main.py").stat().st_mode & 0o777 == 0o644
