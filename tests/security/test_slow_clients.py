@@ -113,8 +113,10 @@ async def test_clients_that_never_read_cost_neither_memory_nor_slots(stack, serv
             stats = s.engine.statistics()
             assert stats.calls >= calls + readers, stats
             assert stats.running == 0, f"calls still running after {ended:.1f} s: {stats}"
-            # Ended by their wall timeout, not by the server giving up on the clients.
-            assert ended < clients.send_timeout, ended
+            # Ended by their wall timeout (a condition, not a clock: a loaded
+            # machine may take longer than the send timeout to get here).
+            hits = (await s.get("metrics")).text
+            assert f'stack_limit_hits_total{{kind="timeout"}} {float(readers)}' in hits, ended
             # Per call at most the hold, the outbox and a chunk in flight: far from 1 MiB,
             # let alone the 6 bytes per byte of an escaped copy.
             assert peak - before < 24 * MIB, f"the server grew by {(peak - before) / MIB:.0f} MiB"
