@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import resource
 import socket
 import time
@@ -113,10 +114,13 @@ async def test_clients_that_never_read_cost_neither_memory_nor_slots(stack, serv
             stats = s.engine.statistics()
             assert stats.calls >= calls + readers, stats
             assert stats.running == 0, f"calls still running after {ended:.1f} s: {stats}"
-            # Ended by their wall timeout (a condition, not a clock: a loaded
-            # machine may take longer than the send timeout to get here).
+            # Ended by their limits: a condition, not a clock (a loaded machine
+            # may take longer than the send timeout to get here).
             hits = (await s.get("metrics")).text
-            assert f'stack_limit_hits_total{{kind="timeout"}} {float(readers)}' in hits, ended
+            # By their own limits (the wall timeout, or a stderr flood's limit),
+            # not killed because the server gave up on their clients.
+            limited = re.findall(r'^stack_limit_hits_total\{kind="\w+"\} (\S+)$', hits, re.M)
+            assert sum(float(n) for n in limited) >= readers, (ended, hits)
             # Per call at most the hold, the outbox and a chunk in flight: far from 1 MiB,
             # let alone the 6 bytes per byte of an escaped copy.
             assert peak - before < 24 * MIB, f"the server grew by {(peak - before) / MIB:.0f} MiB"
