@@ -132,8 +132,8 @@ async def test_clients_that_never_read_cost_neither_memory_nor_slots(stack, serv
                 while _server_connections(s.url) > 0:
                     await trio.sleep(0.1)
             assert _server_connections(s.url) == 0
-            metrics = (await s.get("metrics")).text
-            assert f"stack_connections_stalled_total {float(readers)}" in metrics
+            # (How many were closed for stalling, rather than after their aborted
+            # response, depends on how much the kernel's buffers took: not asserted.)
         finally:
             for sock in socks:
                 sock.close()
